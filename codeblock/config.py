@@ -1,0 +1,398 @@
+"""Typed configuration mirroring params.yaml.
+
+Every group of params.yaml is a dataclass below; every field carries a help string
+(`codeblock params --help-keys` prints them). `load_config` reads the YAML, applies
+`-S group.key=value` overrides (the syntax of `dvc exp run -S`), and validates: an unknown key
+or a value of the wrong type fails at load time, naming the key path and the closest valid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A params file or override that does not match the schema."""
+
+
+def f(default: Any, help: str) -> Any:  # noqa: A002 - "help" reads best at call sites
+    """A dataclass field with a default and a help string."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: json.loads(json.dumps(d)), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class PathsConfig:
+    data_dir: str = f("data", "Root of every data artefact (DVC-tracked, not git).")
+    raw_dir: str = f("data/raw", "Offline benchmark and training assets fetched by the set-up.")
+    pool: str = f("data/pool/pool.parquet", "Canonical training pool written by `codeblock data`.")
+    filtered: str = f("data/filtered/pool.parquet", "Pool kept by the filter stage.")
+    filter_report: str = f("data/filtered/dropped.parquet", "Why each dropped row was dropped.")
+    segments: str = f("data/segments/segments.parquet", "Coding items and prose spans per sample.")
+    scores_dir: str = f("data/scores", "Per-token score cache (parquet shards).")
+    labels_dir: str = f("data/labels", "Sparse labels per method (input_ids + labels).")
+    models_dir: str = f("models", "Offline models and converted HF folders.")
+    runs_dir: str = f("runs", "Training outputs and checkpoints.")
+    reports_dir: str = f("reports", "Evaluation results, selection reports, comparisons.")
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = f(
+        "models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "Hub id, local HF folder, or .gguf file (converted once to an HF folder and cached).",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = f(
+        "auto", "Weights dtype; auto = bfloat16 on a GPU that supports it, float32 on CPU."
+    )
+    device: str = f("auto", "auto | cpu | cuda | cuda:N | mps.")
+    hf_cache_dir: str = f("models/hf", "Where GGUF files are converted to HF folders (cached).")
+    trust_remote_code: bool = f(False, "Passed to from_pretrained; keep off unless you trust the repo.")
+
+
+@dataclass
+class SourceConfig:
+    kind: Literal["hub", "local", "offline"] = f("offline", "hub | local | offline.")
+    name: str = f(
+        "",
+        "hub: dataset id (e.g. nvidia/OpenCodeInstruct); offline: builder name "
+        "(dataframebench_train | algorithms | stdlib); local: a label for the source column.",
+    )
+    path: str = f("", "local: a .jsonl/.jsonl.gz/.parquet file or a saved datasets folder.")
+    split: str = f("train", "Dataset split to load.")
+    limit: int = f(0, "Keep at most this many rows from this source (0 = all).")
+    columns: dict[str, str] = f(
+        {}, "Column mapping source_column -> canonical field (id, instruction, response, ...)."
+    )
+
+
+@dataclass
+class DataConfig:
+    sources: list[SourceConfig] = field(
+        default_factory=lambda: [
+            SourceConfig(kind="offline", name="dataframebench_train"),
+            SourceConfig(kind="offline", name="algorithms"),
+            SourceConfig(kind="offline", name="stdlib", limit=300),
+        ],
+        metadata={"help": "Training sources, concatenated in order into the canonical pool."},
+    )
+    on_bad_row: Literal["error", "skip"] = f(
+        "error", "error: stop at the first bad row naming file/row/field; skip: skip and count."
+    )
+    seed: int = f(0, "Seed for any sampling done while building the pool.")
+
+
+@dataclass
+class FilterConfig:
+    min_test_score: float = f(1.0, "Gate on OpenCodeInstruct average_test_score (when present).")
+    min_judge_score: float = f(0.0, "Gate on the mean llm_judgement score, 1-5 (when present).")
+    min_quality: float = f(0.5, "Gate on the heuristic rater's score in [0,1] (rows without judges).")
+    knn_k: int = f(10, "k of the long-tail score: mean(1 - cos) to the k nearest instructions.")
+    keep: float = f(1.0, "Pairs kept after ranking: a fraction if <= 1, else a count.")
+    embedder: str = f("minilm", "minilm (offline all-MiniLM-L6-v2) | tfidf | a sentence-embedding model path/id.")
+    embed_batch_size: int = f(64, "Batch size of the instruction embedder.")
+    decontam_ngram: int = f(13, "Drop pairs sharing an n-gram of this many words with an eval problem.")
+    decontam_benchmarks: list[str] = f(
+        ["humaneval", "mbpp", "dataframebench"], "Benchmarks whose problems decontaminate the pool."
+    )
+    near_dup_threshold: float = f(0.9, "Jaccard similarity (MinHash) above which a pair is a near duplicate.")
+    min_response_chars: int = f(40, "Heuristic rater: shortest acceptable response.")
+    max_response_chars: int = f(12000, "Heuristic rater: longest acceptable response.")
+
+
+@dataclass
+class SegmentConfig:
+    max_item_tokens: int = f(64, "A compound statement longer than this is split: header + recursed body.")
+    on_error: Literal["skip_region", "drop_sample"] = f(
+        "skip_region", "Syntax errors: skip the erroneous region, or drop the whole sample."
+    )
+    default_language: str = f("python", "Language of fences with no tag and of unfenced code.")
+    workers: int = f(2, "Processes used by segmentation and data-flow analysis.")
+
+
+@dataclass
+class ScoreConfig:
+    gce_q: float = f(0.7, "q of GCE_q = (1 - p^q) / q; q -> 0 recovers cross-entropy.")
+    aggregate: Literal["mean", "sum", "max"] = f("mean", "How token GCE is pooled into item utility U.")
+    mode: Literal["base", "excess"] = f("base", "base: GCE of the model; excess: GCE_base - GCE_ref.")
+    ref_model: str = f("", "Reference model for mode=excess (empty: warm up a copy of the base model).")
+    ref_warmup_samples: int = f(64, "Clean samples used to warm up the reference model.")
+    batch_tokens: int = f(4096, "Token budget of a scoring batch (length-bucketed).")
+    max_length: int = f(2048, "Prompt + response truncation length for scoring.")
+    shard_size: int = f(256, "Samples per cached score shard; finished shards are skipped on re-run.")
+
+
+@dataclass
+class DataflowConfig:
+    enabled: bool = f(True, "Compute Reach and Bridge; off gives Reach = Bridge = 0.")
+
+
+@dataclass
+class SelectConfig:
+    budget: float = f(0.019, "Supervised share of all response tokens.")
+    nl_share: float = f(0.2, "Share of the budget spent on informative prose tokens.")
+    alpha: float = f(0.5, "Weight of Reach in the gated priority.")
+    beta: float = f(0.5, "Weight of Bridge in the gated priority.")
+    tau: float = f(0.5, "Gate: items whose utility percentile is below tau get priority 0.")
+    scope: Literal["global", "per_sample"] = f("global", "Fill the budget globally or per sample.")
+    method: str = f("codeblock", "Selection method: codeblock, full, or a baseline name.")
+    seed: int = f(0, "Seed of random baselines.")
+
+
+@dataclass
+class TrainConfig:
+    finetune: Literal["lora", "full"] = f("lora", "LoRA adapters or full fine-tuning.")
+    lora_r: int = f(64, "LoRA rank.")
+    lora_alpha: int = f(16, "LoRA alpha.")
+    lora_dropout: float = f(0.1, "LoRA dropout.")
+    lora_target_modules: list[str] = f(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        "Modules that get LoRA adapters.",
+    )
+    lr: float = f(1e-4, "Peak learning rate.")
+    lr_scheduler: str = f("linear", "transformers scheduler name (linear, cosine, constant, ...).")
+    warmup_ratio: float = f(0.03, "Share of steps spent warming up.")
+    epochs: float = f(1.0, "Epochs (ignored when max_steps > 0).")
+    max_steps: int = f(-1, "Optimizer steps; -1 = use epochs.")
+    batch_tokens: int = f(4096, "Micro-batch size in tokens (padded length x rows).")
+    grad_accum: int = f(1, "Micro-batches per optimizer step.")
+    max_length: int = f(2048, "Truncation length of a training sample.")
+    precision: Literal["auto", "bf16", "fp32"] = f("auto", "auto = bf16 on a GPU that has it, else fp32.")
+    gradient_checkpointing: bool = f(False, "Trade compute for activation memory.")
+    seed: int = f(0, "Training seed.")
+    save_steps: int = f(50, "Checkpoint every this many steps (resume picks the last).")
+    logging_steps: int = f(1, "Log loss and throughput every this many steps.")
+    merge: bool = f(False, "Merge LoRA weights into the base model when saving.")
+    register_name: str = f("codeblock-model", "MLflow registered-model name.")
+
+
+@dataclass
+class EvalConfig:
+    benchmarks: list[str] = f(["humaneval", "mbpp"], "Benchmarks to evaluate (see the registry).")
+    limit: int = f(0, "Evaluate only the first N problems of each benchmark (0 = all).")
+    n_samples: int = f(1, "Samples per problem (1 with temperature 0 = greedy pass@1).")
+    temperature: float = f(0.0, "Sampling temperature; 0 = greedy.")
+    top_p: float = f(0.95, "Nucleus sampling p (temperature > 0).")
+    max_new_tokens: int = f(512, "Generation length limit.")
+    batch_size: int = f(8, "Generation batch size.")
+    backend: Literal["transformers", "vllm"] = f("transformers", "Generation backend.")
+    workers: int = f(2, "Parallel sandboxed executors.")
+    timeout_s: float = f(10.0, "Wall-clock limit per program (CPU limit is derived from it).")
+    memory_mb: int = f(2048, "Address-space limit per program.")
+    humaneval_plus_path: str = f("", "Official HumanEvalPlus jsonl(.gz) (evalplus schema).")
+    mbpp_plus_path: str = f("", "Official MbppPlus jsonl(.gz) (evalplus schema).")
+    bigcodebench_path: str = f("", "BigCodeBench full jsonl/parquet, or empty for the hub.")
+    bigcodebench_hard_path: str = f("", "BigCodeBench-Hard jsonl/parquet, or empty for the hub.")
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = f(True, "Log to MLflow.")
+    tracking_uri: str = f("sqlite:///mlruns.db", "MLflow store; MLFLOW_TRACKING_URI overrides it.")
+    artifact_dir: str = f("mlartifacts", "Artifact root for a new experiment in a local store.")
+    experiment: str = f("codeblock", "MLflow experiment name.")
+    log_system_metrics: bool = f(True, "Log CPU/GPU/memory metrics during long stages.")
+
+
+@dataclass
+class PipelineConfig:
+    methods: list[str] = f(["codeblock", "full"], "Methods run and compared by the pipeline.")
+
+
+@dataclass
+class Config:
+    paths: PathsConfig = field(default_factory=PathsConfig, metadata={"help": "Artefact locations."})
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The model being tuned."})
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Training sources."})
+    filter: FilterConfig = field(default_factory=FilterConfig, metadata={"help": "Stage 1."})
+    segment: SegmentConfig = field(default_factory=SegmentConfig, metadata={"help": "Stage 2."})
+    score: ScoreConfig = field(default_factory=ScoreConfig, metadata={"help": "Stage 3."})
+    dataflow: DataflowConfig = field(default_factory=DataflowConfig, metadata={"help": "Stage 4."})
+    select: SelectConfig = field(default_factory=SelectConfig, metadata={"help": "Stage 5."})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Fine-tuning."})
+    eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "Evaluation."})
+    tracking: TrackingConfig = field(default_factory=TrackingConfig, metadata={"help": "MLflow."})
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig, metadata={"help": "Orchestration."})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def section_hash(self, *groups: str) -> str:
+        """A short, stable hash of the named groups (all groups when none are named)."""
+        d = self.to_dict()
+        sel = {g: d[g] for g in (groups or d.keys())}
+        return hashlib.sha256(json.dumps(sel, sort_keys=True).encode()).hexdigest()[:16]
+
+    def flat(self) -> dict[str, Any]:
+        """Flattened `group.key` -> value, e.g. for MLflow params."""
+        out: dict[str, Any] = {}
+        for g, sub in self.to_dict().items():
+            for k, v in sub.items():
+                out[f"{g}.{k}"] = v
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Building dataclasses from plain data, with errors that name the key path.
+
+
+def _close(name: str, options: list[str], prefix: str = "") -> str:
+    m = difflib.get_close_matches(name, options, n=1, cutoff=0.0)
+    return f"; did you mean '{prefix}{m[0]}'?" if m else ""
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{path}: {value!r} is not one of {list(args)}{_close(str(value), [str(a) for a in args])}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for a in args:
+            try:
+                return _coerce(value, a, path)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{path}: {value!r} matches none of {_type_name(tp)}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {type(value).__name__} {value!r}")
+        return [_coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__} {value!r}")
+        return {_coerce(k, args[0], f"{path}.<key>"): _coerce(v, args[1], f"{path}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected bool, got {type(value).__name__} {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected int, got {type(value).__name__} {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{path}: expected float, got {type(value).__name__} {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{path}: expected str, got {type(value).__name__} {value!r}")
+    raise ConfigError(f"{path}: unsupported type {_type_name(tp)}")
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or '<root>'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [fl.name for fl in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        kp = f"{path}.{key}" if path else str(key)
+        if key not in names:
+            raise ConfigError(f"unknown key '{kp}'{_close(str(key), names, f'{path}.' if path else '')}")
+        kwargs[key] = _coerce(value, hints[key], kp)
+    return cls(**kwargs)
+
+
+def _set_path(tree: dict, dotted: str, value: Any) -> None:
+    """Set `a.b.c` (or `a.b[0].c`) in a nested dict, validating names against the schema later."""
+    parts = dotted.replace("]", "").replace("[", ".").split(".")
+    node: Any = tree
+    for i, p in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            node = node[int(p)]
+            continue
+        nxt = node.get(p)
+        if nxt is None:
+            nxt = [] if parts[i + 1].isdigit() else {}
+            node[p] = nxt
+        node = nxt
+    last = parts[-1]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`train.lr=2e-4` -> ("train.lr", 0.0002). Values are read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key.path=value")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    return key.strip(), value
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(
+    path: str | Path | None = "params.yaml",
+    overrides: list[str] | None = None,
+    profile: str | Path | None = None,
+) -> Config:
+    """Load params.yaml, overlay an optional profile file, apply `key=value` overrides, validate."""
+    tree: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"{p}: params file not found")
+        try:
+            tree = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from e
+    if profile:
+        pp = Path(profile)
+        if not pp.exists():
+            pp = Path(path or ".").parent / "profiles" / f"{profile}.yaml"
+        if not pp.exists():
+            raise ConfigError(f"profile {profile!r}: no file {profile} nor {pp}")
+        tree = _merge(tree, yaml.safe_load(pp.read_text()) or {})
+    for ov in overrides or []:
+        key, value = parse_override(ov)
+        _set_path(tree, key, value)
+    return _build(Config, tree, "")
+
+
+def describe() -> list[tuple[str, Any, str]]:
+    """(key path, default, help) for every leaf field, for docs and `codeblock params`."""
+    rows = []
+    for g in dataclasses.fields(Config):
+        cls = typing.get_type_hints(Config)[g.name]
+        for fl in dataclasses.fields(cls):
+            default = fl.default if fl.default is not dataclasses.MISSING else fl.default_factory()  # type: ignore[misc]
+            rows.append((f"{g.name}.{fl.name}", default, fl.metadata.get("help", "")))
+    return rows

@@ -1,0 +1,100 @@
+"""File helpers shared by every stage: atomic writes, hashes, parquet with provenance.
+
+Every artefact is written to a temp file beside its destination and renamed into place, so an
+interrupted stage never leaves a half-written output and never clobbers the previous good one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+class BadRowError(ValueError):
+    """A malformed input row; the message names the file, the row and the field."""
+
+    def __init__(self, file: str | os.PathLike, row: int | str, field: str, problem: str):
+        self.file, self.row, self.field, self.problem = str(file), row, field, problem
+        super().__init__(f"{file}: row {row}: field '{field}': {problem}")
+
+
+def atomic_write_bytes(dest: str | os.PathLike, data: bytes) -> Path:
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def atomic_write_text(dest: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(dest, text.encode("utf-8"))
+
+
+def write_json(dest: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_text(dest, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_parquet(dest: str | os.PathLike, table, metadata: dict[str, Any] | None = None) -> Path:
+    """Write a pyarrow Table (or a list of dicts) atomically; `metadata` lands in the schema as
+    JSON under the key `codeblock` (config hash, input hashes, counts)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not isinstance(table, pa.Table):
+        table = pa.Table.from_pylist(list(table))
+    if metadata:
+        meta = dict(table.schema.metadata or {})
+        meta[b"codeblock"] = json.dumps(metadata, sort_keys=True, default=str).encode()
+        table = table.replace_schema_metadata(meta)
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def read_parquet_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(path).metadata or {}
+    raw = meta.get(b"codeblock")
+    return json.loads(raw) if raw else {}
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_path(path: str | os.PathLike) -> str:
+    """sha256 of a file, or of a folder (relative names + file hashes, sorted)."""
+    p = Path(path)
+    if p.is_file():
+        return sha256_file(p)
+    h = hashlib.sha256()
+    for f in sorted(x for x in p.rglob("*") if x.is_file()):
+        h.update(str(f.relative_to(p)).encode() + b"\0" + sha256_file(f).encode() + b"\n")
+    return h.hexdigest()
