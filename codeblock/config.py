@@ -106,7 +106,12 @@ class FilterConfig:
     decontam_benchmarks: list[str] = f(
         ["humaneval", "mbpp", "dataframebench"], "Benchmarks whose problems decontaminate the pool."
     )
+    decontam_min_words: int = f(
+        8, "A benchmark text shorter than decontam_ngram words is matched whole if it has at least this many."
+    )
     near_dup_threshold: float = f(0.9, "Jaccard similarity (MinHash) above which a pair is a near duplicate.")
+    near_dup_shingle: int = f(5, "Near-dup shingles: this many consecutive word/punctuation tokens.")
+    minhash_perms: int = f(128, "MinHash permutations (LSH bands are derived from the threshold).")
     min_response_chars: int = f(40, "Heuristic rater: shortest acceptable response.")
     max_response_chars: int = f(12000, "Heuristic rater: longest acceptable response.")
 

@@ -1,0 +1,441 @@
+"""Stage 1: sample filtering - quality, long-tail, duplicates, decontamination.
+
+Reads the canonical pool (`paths.pool`) and writes
+- `paths.filtered`: the kept rows, same schema plus `quality` (in [0, 1]), `quality_source`
+  (`judge` | `heuristic`), `longtail` (mean(1 - cos) to the k nearest instructions) and `rank`;
+  rows keep their pool order;
+- `paths.filter_report`: one row per dropped pair with its `reason` and a `detail`.
+
+Each row is dropped for the first reason that hits, in this order:
+1. `contaminated:<benchmark>` - shares a `filter.decontam_ngram`-word n-gram with a problem of a
+   benchmark in `filter.decontam_benchmarks` (texts from the evaluation registry). A benchmark
+   text shorter than n words is matched whole if it has at least `filter.decontam_min_words`
+   words. A benchmark that cannot be loaded is logged, skipped, and counted in the metrics
+   (`decontam_unavailable`) and in the report's metadata.
+2. `quality` - rows with judge scores (OpenCodeInstruct): test_score < `filter.min_test_score`
+   or mean judge score < `filter.min_judge_score`; quality = (judge - 1) / 4. Rows without
+   judges get the heuristic rater below, gated by `filter.min_quality` (test_score, when
+   present, is gated for them too).
+3. `exact_dup` - same normalised (NFKC, casefolded, whitespace-collapsed) instruction and
+   response as a better-ranked row.
+4. `near_dup` - word-shingle Jaccard >= `filter.near_dup_threshold` with a better-ranked row,
+   found with MinHash + LSH (numpy) and confirmed by the exact Jaccard of the shingle sets.
+5. `not_kept_rank` - ranked by quality first, long-tail second, outside `filter.keep`.
+"Better-ranked" means higher quality (ties: earlier in the pool).
+
+Heuristic rater (rows without judge scores), a score in [0, 1]:
+    0                                   if len(response) is outside [min_response_chars, max_response_chars]
+    0                                   if the response contains no code
+    0.4 + 0.6 * parse_fraction          otherwise
+where code is a fenced block, or an unfenced response that parses as Python and holds more than
+bare names/constants; parse_fraction is the share of Python blocks (tag python/py/none) that
+`ast.parse` accepts (1.0 when every block is in another language: not checked). Parsing never
+executes anything. With the default gate 0.5, a response whose Python does not parse at all is
+dropped; one with one good block out of two passes (0.7).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import logging
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from codeblock.io import BadRowError, read_parquet_metadata, sha256_file, write_parquet
+
+log = logging.getLogger(__name__)
+
+PY_TAGS = {"", "python", "py", "python3", "py3", "ipython", "pycon"}
+FENCE_RE = re.compile(r"^[ \t]*(`{3,}|~{3,})[ \t]*([^\s`]*)[^\n]*\n(.*?)^[ \t]*\1[ \t]*$", re.M | re.S)
+WORD_RE = re.compile(r"\w+")
+SHINGLE_TOKEN_RE = re.compile(r"\w+|[^\w\s]")
+MINHASH_SEED = 0x5EED
+
+ProblemTexts = Callable[[Any, list[str]], Iterable[tuple[str, str, str]]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Quality
+
+
+def code_blocks(response: str) -> list[tuple[str, str]]:
+    """(language tag, code) of each fenced block; an unfenced response that parses as Python
+    and holds more than bare names/constants is one untagged block."""
+    blocks = [(m.group(2).strip().lower(), m.group(3)) for m in FENCE_RE.finditer(response)]
+    if blocks:
+        return blocks
+    if "```" not in response and _parses(response) and _looks_like_code(response):
+        return [("", response)]
+    return []
+
+
+def _parses(code: str) -> bool:
+    try:
+        ast.parse(code)
+        return True
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+
+
+def _looks_like_code(code: str) -> bool:
+    tree = ast.parse(code)
+    return any(
+        not (isinstance(node, ast.Expr) and isinstance(node.value, (ast.Constant, ast.Name)))
+        for node in tree.body
+    )
+
+
+def heuristic_quality(response: str, min_chars: int, max_chars: int) -> tuple[float, str]:
+    """The documented rater (module docstring): (score in [0, 1], short reason)."""
+    n = len(response)
+    if n < min_chars or n > max_chars:
+        return 0.0, f"length {n} outside [{min_chars}, {max_chars}]"
+    blocks = code_blocks(response)
+    if not blocks:
+        return 0.0, "no code"
+    py = [code for tag, code in blocks if tag in PY_TAGS]
+    frac = sum(_parses(c) for c in py) / len(py) if py else 1.0
+    return 0.4 + 0.6 * frac, f"{len(blocks)} block(s), python parse fraction {frac:.2f}"
+
+
+def _num(v: Any) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return None if np.isnan(v) else v
+
+
+def rate_row(row: dict, fc) -> tuple[float, str, bool, str]:
+    """(quality in [0,1], quality_source, passes the gate, reason text)."""
+    judge, test = _num(row.get("judge_score")), _num(row.get("test_score"))
+    if test is not None and test < fc.min_test_score:
+        why = f"test_score {test:.3f} < {fc.min_test_score}"
+        q = (judge - 1.0) / 4.0 if judge is not None else 0.0
+        return q, ("judge" if judge is not None else "heuristic"), False, why
+    if judge is not None:
+        q = (judge - 1.0) / 4.0
+        ok = judge >= fc.min_judge_score
+        return q, "judge", ok, "" if ok else f"judge_score {judge:.3f} < {fc.min_judge_score}"
+    q, why = heuristic_quality(row["response"], fc.min_response_chars, fc.max_response_chars)
+    ok = q >= fc.min_quality
+    return q, "heuristic", ok, "" if ok else f"heuristic {q:.2f} < {fc.min_quality}: {why}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Duplicates
+
+
+def normalise(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def exact_key(instruction: str, response: str) -> str:
+    return hashlib.sha256((normalise(instruction) + "\x00" + normalise(response)).encode()).hexdigest()
+
+
+def shingles(text: str, size: int) -> np.ndarray:
+    """Distinct 64-bit hashes of the word/punctuation `size`-grams of the normalised text."""
+    toks = SHINGLE_TOKEN_RE.findall(normalise(text))
+    if not toks:
+        return np.zeros(0, dtype=np.uint64)
+    grams = {" ".join(toks[i:i + size]) for i in range(max(1, len(toks) - size + 1))}
+    return np.array(
+        sorted(int.from_bytes(hashlib.blake2b(g.encode(), digest_size=8).digest(), "little") for g in grams),
+        dtype=np.uint64,
+    )
+
+
+def lsh_bands(n_perm: int, threshold: float) -> tuple[int, int]:
+    """(bands, rows) with bands * rows = n_perm whose LSH threshold (1/b)^(1/r) is the largest one
+    at or below threshold - 0.1: generous recall; every candidate is then checked exactly."""
+    best = (n_perm, 1)
+    for r in range(1, n_perm + 1):
+        if n_perm % r == 0:
+            b = n_perm // r
+            if (1.0 / b) ** (1.0 / r) <= threshold - 0.1:
+                best = (b, r)
+    return best
+
+
+class MinHasher:
+    """MinHash signatures with multiply-add hashing mod 2**64 (a bijection per permutation)."""
+
+    def __init__(self, n_perm: int, seed: int = MINHASH_SEED):
+        rng = np.random.default_rng(seed)
+        self.a = (rng.integers(1, 2**63, size=n_perm, dtype=np.uint64) << np.uint64(1)) | np.uint64(1)
+        self.b = rng.integers(0, 2**63, size=n_perm, dtype=np.uint64)
+
+    def signature(self, hashes: np.ndarray) -> np.ndarray:
+        if hashes.size == 0:
+            return np.full(self.a.shape, np.iinfo(np.uint64).max, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            return (self.a[:, None] * hashes[None, :] + self.b[:, None]).min(axis=1)
+
+
+def jaccard(x: np.ndarray, y: np.ndarray) -> float:
+    if x.size == 0 and y.size == 0:
+        return 1.0
+    inter = np.intersect1d(x, y, assume_unique=True).size
+    return inter / (x.size + y.size - inter)
+
+
+def near_duplicates(texts: list[str], threshold: float, shingle_size: int, n_perm: int,
+                    progress: bool = True) -> dict[int, tuple[int, float]]:
+    """Greedy near-duplicate removal over `texts` in priority order (index 0 first).
+    Returns {dropped index: (index of the kept text it duplicates, Jaccard)}."""
+    hasher = MinHasher(n_perm)
+    bands, rows = lsh_bands(n_perm, threshold)
+    buckets: list[dict[bytes, list[int]]] = [{} for _ in range(bands)]
+    sets: list[np.ndarray] = []
+    dropped: dict[int, tuple[int, float]] = {}
+    for i, text in enumerate(tqdm(texts, desc="near-dup", unit="row", disable=not progress)):
+        sh = shingles(text, shingle_size)
+        sets.append(sh)
+        sig = hasher.signature(sh)
+        keys = [sig[b * rows:(b + 1) * rows].tobytes() for b in range(bands)]
+        cands = {j for b, k in enumerate(keys) for j in buckets[b].get(k, ())}
+        best = max(((jaccard(sh, sets[j]), j) for j in cands), default=(0.0, -1))
+        if best[1] >= 0 and best[0] >= threshold:
+            dropped[i] = (best[1], best[0])
+            continue
+        for b, k in enumerate(keys):
+            buckets[b].setdefault(k, []).append(i)
+    return dropped
+
+
+# ---------------------------------------------------------------------------------------------
+# Decontamination
+
+
+def words(text: str) -> list[str]:
+    return WORD_RE.findall(unicodedata.normalize("NFKC", text).casefold())
+
+
+class Decontaminator:
+    """Word n-gram index of benchmark problems; `hit(text)` names the first matching problem."""
+
+    def __init__(self, n: int, min_words: int):
+        self.n, self.min_words = n, min_words
+        self.grams: dict[tuple[str, ...], tuple[str, str]] = {}
+        self.short: dict[int, dict[tuple[str, ...], tuple[str, str]]] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, benchmark: str, task_id: str, text: str) -> None:
+        w = words(text)
+        self.counts[benchmark] = self.counts.get(benchmark, 0) + 1
+        if len(w) >= self.n:
+            for i in range(len(w) - self.n + 1):
+                self.grams.setdefault(tuple(w[i:i + self.n]), (benchmark, task_id))
+        elif len(w) >= self.min_words:
+            self.short.setdefault(len(w), {}).setdefault(tuple(w), (benchmark, task_id))
+
+    def hit(self, text: str) -> tuple[str, str] | None:
+        w = words(text)
+        for size, table in [(self.n, self.grams), *sorted(self.short.items())]:
+            if not table:
+                continue
+            for i in range(len(w) - size + 1):
+                found = table.get(tuple(w[i:i + size]))
+                if found:
+                    return found
+        return None
+
+
+def registry_problem_texts(cfg, names: list[str]) -> Iterator[tuple[str, str, str]]:
+    """(benchmark, task_id, text) from the evaluation registry."""
+    from codeblock.evaluate.registry import iter_problem_texts
+
+    yield from iter_problem_texts(cfg, names)
+
+
+def build_decontaminator(cfg, problem_texts: ProblemTexts | None = None) -> tuple[Decontaminator, dict[str, str]]:
+    """Index every configured benchmark; returns the index and {unavailable benchmark: why}."""
+    fc = cfg.filter
+    problem_texts = problem_texts or registry_problem_texts
+    dec = Decontaminator(fc.decontam_ngram, fc.decontam_min_words)
+    unavailable: dict[str, str] = {}
+    for name in fc.decontam_benchmarks:
+        try:
+            items = list(problem_texts(cfg, [name]))
+        except Exception as e:  # a missing file, an unknown name, no registry, no hub access
+            log.warning("decontamination: benchmark %r unavailable, skipped: %s", name, e)
+            unavailable[name] = f"{type(e).__name__}: {e}"
+            continue
+        if not items:
+            log.warning("decontamination: benchmark %r yielded no problems, skipped", name)
+            unavailable[name] = "no problems"
+            continue
+        for bench, task_id, text in items:
+            dec.add(bench, str(task_id), text or "")
+    return dec, unavailable
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage
+
+
+def _read_pool(path: str) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: pool not found (run `codeblock data` first)")
+    rows = pq.read_table(path).to_pylist()
+    seen: set[str] = set()
+    for i, r in enumerate(rows):
+        for field in ("id", "instruction", "response"):
+            if not isinstance(r.get(field), str):
+                raise BadRowError(path, i, field, f"expected a string, got {type(r.get(field)).__name__}")
+        if r["id"] in seen:
+            raise BadRowError(path, i, "id", f"duplicate id {r['id']!r}")
+        seen.add(r["id"])
+    return rows
+
+
+def n_to_keep(keep: float, n: int) -> int:
+    """`filter.keep`: a fraction of the candidates when <= 1, else a count."""
+    if keep < 0:
+        raise ValueError(f"filter.keep must be >= 0, got {keep}")
+    return min(n, int(round(keep * n)) if keep <= 1 else int(keep))
+
+
+def run_filter(cfg, problem_texts: ProblemTexts | None = None, progress: bool = True) -> dict:
+    """Filter `paths.pool` into `paths.filtered` and `paths.filter_report` (module docstring)."""
+    from codeblock.embed import embed_texts, knn_longtail
+    from codeblock.tracking import stage_run
+
+    fc = cfg.filter
+    rows = _read_pool(cfg.paths.pool)
+    n = len(rows)
+    dropped: dict[int, tuple[str, str]] = {}  # row index -> (reason, detail)
+
+    # 1. decontamination
+    dec, unavailable = build_decontaminator(cfg, problem_texts)
+    for i, r in enumerate(tqdm(rows, desc="decontaminate", unit="row", disable=not progress)):
+        found = dec.hit(r["instruction"] + "\n" + r["response"])
+        if found:
+            dropped[i] = (f"contaminated:{found[0]}", f"shares a {fc.decontam_ngram}-gram with {found[0]}/{found[1]}")
+
+    # 2. quality
+    quality = np.zeros(n)
+    qsource = [""] * n
+    for i, r in enumerate(tqdm(rows, desc="quality", unit="row", disable=not progress)):
+        q, src, ok, why = rate_row(r, fc)
+        quality[i], qsource[i] = q, src
+        if not ok and i not in dropped:
+            dropped[i] = ("quality", why)
+
+    # 3-4. duplicates, scanned best first: higher quality, then pool order
+    order = sorted((i for i in range(n) if i not in dropped), key=lambda i: (-quality[i], i))
+    first: dict[str, int] = {}
+    for i in order:
+        key = exact_key(rows[i]["instruction"], rows[i]["response"])
+        if key in first:
+            dropped[i] = ("exact_dup", f"same normalised text as {rows[first[key]]['id']}")
+        else:
+            first[key] = i
+    order = [i for i in order if i not in dropped]
+    near = near_duplicates([rows[i]["instruction"] + "\n" + rows[i]["response"] for i in order],
+                           fc.near_dup_threshold, fc.near_dup_shingle, fc.minhash_perms, progress)
+    for pos, (other, jac) in near.items():
+        dropped[order[pos]] = ("near_dup", f"Jaccard {jac:.3f} with {rows[order[other]]['id']}")
+    cands = [i for i in order if i not in dropped]
+
+    # 5. long-tail and rank
+    longtail = np.zeros(n)
+    if cands:
+        from codeblock.models import resolve_device
+
+        emb = embed_texts([rows[i]["instruction"] for i in cands], fc.embedder, fc.embed_batch_size,
+                          device=str(resolve_device(cfg.model)), models_dir=cfg.paths.models_dir,
+                          progress=progress)
+        longtail[cands] = knn_longtail(emb, fc.knn_k, progress=progress)
+    ranked = sorted(cands, key=lambda i: (-quality[i], -longtail[i], i))
+    n_keep = n_to_keep(fc.keep, len(ranked))
+    rank = {i: k for k, i in enumerate(ranked)}
+    for i in ranked[n_keep:]:
+        dropped[i] = ("not_kept_rank", f"rank {rank[i]} >= keep {n_keep}")
+    kept = sorted(ranked[:n_keep])
+
+    # outputs
+    import pyarrow as pa
+
+    pool_meta = read_parquet_metadata(cfg.paths.pool)
+    meta = {
+        "stage": "filter",
+        "config_hash": cfg.section_hash("filter"),
+        "input": {"pool": cfg.paths.pool, "sha256": sha256_file(cfg.paths.pool)},
+        "pool_meta_hash": pool_meta.get("config_hash"),
+        "decontam_problems": dec.counts,
+        "decontam_unavailable": unavailable,
+        "embedder": fc.embedder,
+    }
+    kept_rows = [
+        {**rows[i], "quality": float(quality[i]), "quality_source": qsource[i],
+         "longtail": float(longtail[i]), "rank": rank[i]}
+        for i in kept
+    ]
+    import pyarrow.parquet as pq
+
+    pool_schema = pq.read_schema(cfg.paths.pool).remove_metadata()
+    schema = pool_schema.append(pa.field("quality", pa.float64())).append(pa.field("quality_source", pa.string()))
+    schema = schema.append(pa.field("longtail", pa.float64())).append(pa.field("rank", pa.int64()))
+    write_parquet(cfg.paths.filtered, pa.Table.from_pylist(kept_rows, schema=schema), {**meta, "rows": len(kept_rows)})
+    report_rows = [
+        {"id": rows[i]["id"], "source": rows[i].get("source"), "reason": reason, "detail": detail,
+         "quality": float(quality[i])}
+        for i, (reason, detail) in sorted(dropped.items())
+    ]
+    report_schema = pa.schema([("id", pa.string()), ("source", pa.string()), ("reason", pa.string()),
+                               ("detail", pa.string()), ("quality", pa.float64())])
+    write_parquet(cfg.paths.filter_report, pa.Table.from_pylist(report_rows, schema=report_schema),
+                  {**meta, "rows": len(report_rows)})
+
+    reasons: dict[str, int] = {}
+    for reason, _ in dropped.values():
+        reasons[reason] = reasons.get(reason, 0) + 1
+    metrics: dict[str, float] = {
+        "pool_rows": n,
+        "kept": len(kept),
+        "dropped": len(dropped),
+        "dropped_quality": reasons.get("quality", 0),
+        "dropped_exact_dup": reasons.get("exact_dup", 0),
+        "dropped_near_dup": reasons.get("near_dup", 0),
+        "dropped_not_kept_rank": reasons.get("not_kept_rank", 0),
+        "dropped_contaminated": sum(v for k, v in reasons.items() if k.startswith("contaminated:")),
+        "decontam_unavailable": len(unavailable),
+        "mean_quality_kept": float(quality[kept].mean()) if kept else 0.0,
+        "mean_longtail_kept": float(longtail[kept].mean()) if kept else 0.0,
+    }
+    for name in fc.decontam_benchmarks:
+        metrics[f"dropped_contaminated/{name}"] = reasons.get(f"contaminated:{name}", 0)
+        metrics[f"decontam_problems/{name}"] = dec.counts.get(name, 0)
+    params = {f"filter.{k}": v for k, v in cfg.to_dict()["filter"].items()}
+    with stage_run(cfg, "filter", params=params, tags={"decontam_unavailable": ",".join(unavailable) or "none"}) as tr:
+        tr.log_metrics(metrics)
+        tr.log_dict({"reasons": reasons, "decontam_unavailable": unavailable}, "filter_reasons.json")
+    return {
+        "outputs": [cfg.paths.filtered, cfg.paths.filter_report],
+        "metrics": metrics,
+        "reasons": reasons,
+        "decontam_unavailable": unavailable,
+    }
+
+
+def cli(cfg, args) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    res = run_filter(cfg)
+    m = res["metrics"]
+    print(f"filter: kept {m['kept']} of {m['pool_rows']} -> {cfg.paths.filtered}")
+    for reason, count in sorted(res["reasons"].items()):
+        print(f"  dropped {reason:28s} {count}")
+    for name, why in res["decontam_unavailable"].items():
+        print(f"  WARNING decontamination skipped {name}: {why}")
+    print(f"  report -> {cfg.paths.filter_report}")
+    return 0

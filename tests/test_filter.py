@@ -1,0 +1,274 @@
+"""Stage 1 (filter) on a fixture pool written here: quality gates, dedup, near-dup,
+decontamination, keep count, long-tail order, report reasons, embedders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from codeblock.config import load_config
+from codeblock.data.schema import ARROW_SCHEMA
+from codeblock.embed import embed_texts, knn_longtail
+from codeblock.filter import (
+    Decontaminator,
+    heuristic_quality,
+    lsh_bands,
+    near_duplicates,
+    run_filter,
+)
+from codeblock.io import read_parquet_metadata
+
+ROOT = Path(__file__).resolve().parents[1]
+
+GOOD_CODE = "Here is the solution.\n\n```python\ndef add(a, b):\n    return a + b\n```\n"
+BROKEN_CODE = "Try this:\n\n```python\ndef add(a, b)\n    return a +\n```\n"
+PROSE = "You should consider sorting the list first and then scanning it once from the left side."
+LONG = (
+    "To merge two sorted lists walk both with two indices and always append the smaller head element.\n\n"
+    "```python\ndef merge(xs, ys):\n    out = []\n    i = j = 0\n    while i < len(xs) and j < len(ys):\n"
+    "        if xs[i] <= ys[j]:\n            out.append(xs[i])\n            i += 1\n        else:\n"
+    "            out.append(ys[j])\n            j += 1\n    out.extend(xs[i:])\n    out.extend(ys[j:])\n"
+    "    return out\n```\nThe loop runs in linear time over both inputs and keeps the result sorted.\n"
+)
+BENCH_TEXT = (
+    "Write a function that returns the longest palindromic substring of the given string s, "
+    "breaking ties by the leftmost occurrence in the string."
+)
+SHORT_BENCH = "Write a python function to count the vowels of a word."  # 11 words < 13
+
+
+def row(id_, instruction, response, source="fixture", judge=None, test=None):
+    return {"id": id_, "instruction": instruction, "response": response, "source": source,
+            "judge_score": judge, "test_score": test, "domain": None}
+
+
+def fixture_rows() -> list[dict]:
+    return [
+        row("judge_good", "Add two numbers.", GOOD_CODE, "oci", judge=4.5, test=1.0),
+        row("judge_failed_tests", "Multiply two numbers.", GOOD_CODE.replace("+", "*"), "oci", judge=5.0, test=0.5),
+        row("judge_low", "Subtract two numbers.", GOOD_CODE.replace("+", "-"), "oci", judge=2.0, test=1.0),
+        row("heur_good", "Merge two sorted lists into one sorted list.", LONG),
+        row("heur_broken", "Add two numbers, broken.", BROKEN_CODE),
+        row("heur_prose", "How should I find duplicates?", PROSE),
+        row("heur_short", "Tiny.", "```python\nx=1\n```"),
+        row("exact_dup", "add   TWO numbers.", GOOD_CODE.replace("Here", "here"), "oci", judge=4.5, test=1.0),
+        row("near_dup", "Merge two sorted lists into one sorted list.", LONG.replace("linear time", "linear  time!")),
+        row("contam_long", "Please " + BENCH_TEXT, GOOD_CODE.replace("add", "pal")),
+        row("contam_short", "Task: write a Python function to count the vowels of a word, quickly.",
+            GOOD_CODE.replace("add", "vowels")),
+        row("unfenced", "Return the square of x.", "def square(x):\n    \"\"\"Square of x.\"\"\"\n    return x * x\n"),
+        row("other_lang", "Print hello in C.", "```c\nint main() { printf(\"hi\"); }\n```\nThis prints hi."),
+    ]
+
+
+def fixture_benchmarks(cfg, names):
+    for name in names:
+        if name == "fixbench":
+            yield ("fixbench", "FB/0", BENCH_TEXT)
+            yield ("fixbench", "FB/1", SHORT_BENCH)
+            yield ("fixbench", "FB/2", "too short text")
+        elif name == "missing":
+            raise FileNotFoundError("no such benchmark file")
+        elif name == "empty":
+            return
+        else:
+            raise KeyError(name)
+
+
+def make_cfg(tmp_path, rows=None, **over):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    pool = tmp_path / "pool.parquet"
+    pq.write_table(pa.Table.from_pylist(rows if rows is not None else fixture_rows(), schema=ARROW_SCHEMA), pool)
+    ov = {
+        "paths.pool": str(pool),
+        "paths.filtered": str(tmp_path / "out" / "filtered.parquet"),
+        "paths.filter_report": str(tmp_path / "out" / "dropped.parquet"),
+        "paths.models_dir": str(ROOT / "models"),
+        "filter.embedder": "tfidf",
+        "filter.decontam_benchmarks": "[fixbench, missing, empty]",
+        "filter.knn_k": 3,
+        "tracking.enabled": "false",
+        "model.device": "cpu",
+    }
+    ov.update(over)
+    return load_config(ROOT / "params.yaml", [f"{k}={v}" for k, v in ov.items()])
+
+
+def reasons_by_id(cfg) -> dict[str, str]:
+    rep = pq.read_table(cfg.paths.filter_report).to_pylist()
+    return {r["id"]: r["reason"] for r in rep}
+
+
+def test_filter_reasons_and_outputs(tmp_path):
+    cfg = make_cfg(tmp_path)
+    res = run_filter(cfg, problem_texts=fixture_benchmarks, progress=False)
+    why = reasons_by_id(cfg)
+    assert why == {
+        "judge_failed_tests": "quality",
+        "heur_broken": "quality",
+        "heur_prose": "quality",
+        "heur_short": "quality",
+        "exact_dup": "exact_dup",
+        "near_dup": "near_dup",
+        "contam_long": "contaminated:fixbench",
+        "contam_short": "contaminated:fixbench",
+    }  # judge_low (judge 2.0) passes: min_judge_score defaults to 0
+    kept = pq.read_table(cfg.paths.filtered).to_pylist()
+    kept_ids = [r["id"] for r in kept]
+    assert set(kept_ids) | set(why) == {r["id"] for r in fixture_rows()}
+    assert not set(kept_ids) & set(why)
+    # pool order is kept; new columns are present and typed
+    order = [r["id"] for r in fixture_rows()]
+    assert kept_ids == sorted(kept_ids, key=order.index)
+    by_id = {r["id"]: r for r in kept}
+    assert by_id["judge_good"]["quality"] == pytest.approx((4.5 - 1) / 4)
+    assert by_id["judge_good"]["quality_source"] == "judge"
+    assert by_id["heur_good"]["quality"] == pytest.approx(1.0)
+    assert by_id["unfenced"]["quality_source"] == "heuristic"
+    assert by_id["other_lang"]["quality"] == pytest.approx(1.0)  # C is not parse-checked
+    assert all(0.0 <= r["longtail"] <= 2.0 for r in kept)
+    assert sorted(r["rank"] for r in kept) == list(range(len(kept)))
+    # unavailable benchmarks are reported, never silently ignored
+    assert set(res["decontam_unavailable"]) == {"missing", "empty"}
+    m = res["metrics"]
+    assert m["decontam_unavailable"] == 2
+    assert m["dropped_contaminated/fixbench"] == 2 and m["dropped_contaminated/missing"] == 0
+    assert m["decontam_problems/fixbench"] == 3
+    assert m["kept"] == len(kept) and m["dropped"] == len(why)
+    assert m["pool_rows"] == m["kept"] + m["dropped"]
+    meta = read_parquet_metadata(cfg.paths.filtered)
+    assert meta["config_hash"] == cfg.section_hash("filter") and len(meta["input"]["sha256"]) == 64
+    assert "missing" in meta["decontam_unavailable"]
+
+
+def test_judge_gates(tmp_path):
+    cfg = make_cfg(tmp_path, **{"filter.min_judge_score": 3.0, "filter.min_test_score": 0.4})
+    run_filter(cfg, problem_texts=fixture_benchmarks, progress=False)
+    why = reasons_by_id(cfg)
+    assert why["judge_low"] == "quality"          # judge 2.0 < 3.0
+    assert "judge_failed_tests" not in why        # test 0.5 >= 0.4 now
+    cfg = make_cfg(tmp_path, **{"filter.min_judge_score": 0.0})
+    run_filter(cfg, problem_texts=fixture_benchmarks, progress=False)
+    assert "judge_low" not in reasons_by_id(cfg)
+
+
+def test_keep_count_ranks_quality_then_longtail(tmp_path):
+    cfg = make_cfg(tmp_path, **{"filter.keep": 2})
+    res = run_filter(cfg, problem_texts=fixture_benchmarks, progress=False)
+    kept = pq.read_table(cfg.paths.filtered).to_pylist()
+    assert len(kept) == 2 and res["metrics"]["dropped_not_kept_rank"] >= 1
+    why = reasons_by_id(cfg)
+    # every kept row outranks every row dropped for rank: quality first, long-tail second
+    full = make_cfg(tmp_path / "all")
+    run_filter(full, problem_texts=fixture_benchmarks, progress=False)
+    allrows = {r["id"]: r for r in pq.read_table(full.paths.filtered).to_pylist()}
+    worst_kept = min((allrows[r["id"]]["quality"], allrows[r["id"]]["longtail"]) for r in kept)
+    for id_, reason in why.items():
+        if reason == "not_kept_rank":
+            assert (allrows[id_]["quality"], allrows[id_]["longtail"]) <= worst_kept
+    # the judge row (quality 0.875) loses to heuristic rows at 1.0
+    assert "judge_good" in why and why["judge_good"] == "not_kept_rank"
+    # a fraction
+    cfg = make_cfg(tmp_path / "frac", **{"filter.keep": 0.5})
+    res = run_filter(cfg, problem_texts=fixture_benchmarks, progress=False)
+    n_cand = res["metrics"]["kept"] + res["metrics"]["dropped_not_kept_rank"]
+    assert res["metrics"]["kept"] == round(0.5 * n_cand)
+
+
+def test_heuristic_rater():
+    assert heuristic_quality(GOOD_CODE, 40, 12000)[0] == pytest.approx(1.0)
+    assert heuristic_quality(BROKEN_CODE, 40, 12000)[0] == pytest.approx(0.4)
+    assert heuristic_quality(GOOD_CODE + BROKEN_CODE, 40, 12000)[0] == pytest.approx(0.7)
+    assert heuristic_quality(PROSE, 40, 12000)[0] == 0.0
+    assert heuristic_quality(GOOD_CODE, 40, 50)[0] == 0.0  # too long
+    assert heuristic_quality("just_a_name_but_long_enough_to_pass_the_length_gate", 10, 100)[0] == 0.0
+    assert heuristic_quality("import os\nprint(os.getcwd())\n", 10, 100)[0] == pytest.approx(1.0)
+
+
+def test_near_duplicates_exact_jaccard_and_priority():
+    rng = np.random.default_rng(0)
+    vocab = [f"w{i}" for i in range(500)]
+    base = " ".join(rng.choice(vocab, 300))
+    toks = base.split()
+    slight = " ".join(toks[:150] + ["CHANGED"] + toks[151:])      # one token changed: J ~ 0.97
+    heavy = " ".join(toks[:100] + list(rng.choice(vocab, 200)))   # J far below 0.9
+    other = " ".join(rng.choice(vocab, 300))
+    dropped = near_duplicates([base, other, slight, heavy], 0.9, 5, 128, progress=False)
+    assert set(dropped) == {2}
+    assert dropped[2][0] == 0 and 0.9 <= dropped[2][1] < 1.0
+    # order decides which copy survives
+    dropped = near_duplicates([slight, base], 0.9, 5, 128, progress=False)
+    assert set(dropped) == {1} and dropped[1][0] == 0
+    b, r = lsh_bands(128, 0.9)
+    assert b * r == 128 and (1 / b) ** (1 / r) <= 0.8
+
+
+def test_decontaminator_ngrams():
+    dec = Decontaminator(n=13, min_words=8)
+    dec.add("hb", "HB/0", BENCH_TEXT)
+    dec.add("hb", "HB/1", SHORT_BENCH)
+    dec.add("hb", "HB/2", "three word text")
+    words13 = " ".join(BENCH_TEXT.split()[3:16])
+    assert dec.hit("prefix " + words13.upper() + " suffix") == ("hb", "HB/0")  # case-insensitive
+    assert dec.hit(" ".join(BENCH_TEXT.split()[3:15])) is None               # only 12 words
+    assert dec.hit("We must write a python function to count the vowels of a word!") == ("hb", "HB/1")
+    assert dec.hit("three word text") is None                                # below min_words
+
+
+def test_bad_pool_rows(tmp_path):
+    from codeblock.io import BadRowError
+
+    rows = fixture_rows()
+    rows[1]["id"] = rows[0]["id"]
+    cfg = make_cfg(tmp_path, rows=rows)
+    with pytest.raises(BadRowError, match="duplicate id"):
+        run_filter(cfg, problem_texts=fixture_benchmarks, progress=False)
+
+
+def test_filter_logs_mlflow(tmp_path):
+    cfg = make_cfg(tmp_path, **{"tracking.enabled": "true",
+                                "tracking.tracking_uri": f"sqlite:///{tmp_path / 'mlruns.db'}",
+                                "tracking.artifact_dir": str(tmp_path / "art"),
+                                "tracking.log_system_metrics": "false"})
+    res = run_filter(cfg, problem_texts=fixture_benchmarks, progress=False)
+    import mlflow
+
+    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
+    runs = mlflow.search_runs(experiment_names=[cfg.tracking.experiment], output_format="list")
+    assert len(runs) == 1
+    logged = runs[0].data.metrics
+    assert logged["dropped_near_dup"] == res["metrics"]["dropped_near_dup"] == 1
+    assert logged["decontam_unavailable"] == 2
+
+
+def test_tfidf_and_longtail():
+    texts = ["sort a list of numbers", "sort a list of integers", "sort the list of numbers",
+             "download a web page over http"]
+    emb = embed_texts(texts, "tfidf")
+    lt = knn_longtail(emb, 2, progress=False)
+    assert lt.shape == (4,) and int(np.argmax(lt)) == 3  # the odd one out is the rarest
+    assert knn_longtail(embed_texts(["only one"], "tfidf"), 10, progress=False).tolist() == [1.0]
+    # dense brute force agrees with the chunked implementation
+    dense = emb.toarray()
+    sims = dense @ dense.T
+    np.fill_diagonal(sims, -np.inf)
+    ref = np.array([np.mean(1 - np.sort(s)[-2:]) for s in sims])
+    np.testing.assert_allclose(knn_longtail(emb, 2, chunk=3, progress=False), ref, atol=1e-9)
+
+
+@pytest.mark.skipif(not (ROOT / "models" / "minilm" / "config.json").exists(), reason="offline MiniLM not fetched")
+def test_minilm_embedder():
+    texts = ["Write a function to sort a list", "Sort the given list of numbers in ascending order",
+             "How do I read a CSV file with pandas?"]
+    emb = embed_texts(texts, "minilm", models_dir=ROOT / "models", progress=False)
+    assert emb.shape == (3, 384) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    sims = emb @ emb.T
+    assert sims[0, 1] > 0.5 > sims[0, 2]
+    # batching does not change embeddings
+    one = embed_texts(texts, "minilm", batch_size=1, models_dir=ROOT / "models", progress=False)
+    np.testing.assert_allclose(one, emb, atol=1e-5)
