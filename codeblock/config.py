@@ -193,8 +193,21 @@ class EvalConfig:
     batch_size: int = f(8, "Generation batch size.")
     backend: Literal["transformers", "vllm"] = f("transformers", "Generation backend.")
     workers: int = f(2, "Parallel sandboxed executors.")
-    timeout_s: float = f(10.0, "Wall-clock limit per program (CPU limit is derived from it).")
-    memory_mb: int = f(2048, "Address-space limit per program.")
+    timeout_s: float = f(0.0, "Wall-clock limit per program, s (0 = the registry's per-benchmark limit); CPU limit = same.")
+    memory_mb: int = f(2048, "Address-space limit per program (RLIMIT_AS), MiB.")
+    nproc: int = f(64, "Process limit per program (RLIMIT_NPROC, enforced by running it as an unprivileged uid).")
+    fsize_mb: int = f(64, "Largest file a program may write (RLIMIT_FSIZE), MiB; also the size of its private /tmp.")
+    max_output_kb: int = f(64, "stdout/stderr kept per program (the rest is discarded, never buffered).")
+    sandbox_uid: int = f(60100, "As root: programs run as this uid + worker slot (no passwd entry needed).")
+    isolation: Literal["auto", "namespaces", "none"] = f(
+        "auto", "auto: namespaces (net, pid, mount) when the OS allows, else plain processes with rlimits; "
+        "namespaces: fail if unavailable; none: plain processes (trusted code only)."
+    )
+    prompt_format: Literal["", "completion", "instruct"] = f(
+        "", "Override every benchmark's prompt format (empty: the registry's)."
+    )
+    use_hub: bool = f(True, "Load a benchmark from the hub when no local file has it and the hub is reachable.")
+    generations_cache: bool = f(True, "Reuse cached generations per (model hash, benchmark, decoding config).")
     humaneval_plus_path: str = f("", "Official HumanEvalPlus jsonl(.gz) (evalplus schema).")
     mbpp_plus_path: str = f("", "Official MbppPlus jsonl(.gz) (evalplus schema).")
     bigcodebench_path: str = f("", "BigCodeBench full jsonl/parquet, or empty for the hub.")
