@@ -109,6 +109,9 @@ class FilterConfig:
     decontam_min_words: int = f(
         8, "A benchmark text shorter than decontam_ngram words is matched whole if it has at least this many."
     )
+    decontam_common_problems: int = f(
+        3, "An n-gram in this many problems of one benchmark is boilerplate (prompt template, imports): ignored; 0 = off."
+    )
     near_dup_threshold: float = f(0.9, "Jaccard similarity (MinHash) above which a pair is a near duplicate.")
     near_dup_shingle: int = f(5, "Near-dup shingles: this many consecutive word/punctuation tokens.")
     minhash_perms: int = f(128, "MinHash permutations (LSH bands are derived from the threshold).")
@@ -179,7 +182,15 @@ class TrainConfig:
     save_steps: int = f(50, "Checkpoint every this many steps (resume picks the last).")
     logging_steps: int = f(1, "Log loss and throughput every this many steps.")
     merge: bool = f(False, "Merge LoRA weights into the base model when saving.")
-    register_name: str = f("codeblock-model", "MLflow registered-model name.")
+    register_name: str = f(
+        "codeblock-model", "MLflow registered-model name; the method is appended (codeblock-model-<method>)."
+    )
+    max_batch_rows: int = f(0, "Cap on rows per token-budget micro-batch (0 = only batch_tokens limits it).")
+    max_grad_norm: float = f(1.0, "Gradient clipping norm (0 = no clipping).")
+    weight_decay: float = f(0.0, "AdamW weight decay.")
+    optim: str = f("adamw_torch", "transformers optimizer name (adamw_torch, sgd, adafactor, ...).")
+    save_total_limit: int = f(2, "Checkpoints kept in runs/<method>/checkpoints (oldest deleted).")
+    log_model: bool = f(True, "Log the saved model to MLflow and register it with the @candidate alias.")
 
 
 @dataclass
@@ -226,6 +237,15 @@ class TrackingConfig:
 @dataclass
 class PipelineConfig:
     methods: list[str] = f(["codeblock", "full"], "Methods run and compared by the pipeline.")
+    pool_only_methods: list[str] = f(
+        ["full"], "Methods whose labels need only the pool: the flow skips filter/segment/score for them."
+    )
+    task_retries: int = f(1, "Prefect retries of a failed stage task.")
+    retry_delay_s: float = f(10.0, "Seconds between Prefect retries.")
+    task_timeout_s: float = f(7200.0, "Prefect timeout of one stage task, in seconds (0 = none).")
+    promote_champion: bool = f(True, "After a compare run, give the best method's model the @champion alias.")
+    champion_metric: str = f("pass_at_1/avg", "Metric (as in the compare table) that picks the champion.")
+    compare_dir: str = f("metrics", "Git-tracked folder of the comparison: summary.json and plot data.")
 
 
 @dataclass

@@ -35,7 +35,10 @@ def setup(cfg):
     """Point MLflow at the configured store and experiment; return the mlflow module."""
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri(cfg))
+    uri = tracking_uri(cfg)
+    if uri.startswith("sqlite:///"):  # a relative store in a folder (e.g. a profile's): create it
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
     exp = mlflow.get_experiment_by_name(cfg.tracking.experiment)
     if exp is None:
         uri = tracking_uri(cfg)
@@ -120,3 +123,123 @@ def stage_run(cfg, name: str, params: dict[str, Any] | None = None, tags: dict[s
         if params:
             tr.log_params(params)
         yield tr
+
+
+# ---------------------------------------------------------------------------------------------
+# Orchestration helpers (flows/): one parent run per pipeline run, dvc.lock hashes, aliases.
+
+
+def dvc_lock_tags(lock_path: str | os.PathLike = "dvc.lock") -> dict[str, str]:
+    """`dvc.lock/<stage>` -> md5 of that stage's lock entry (cmd, deps, params, outs hashes), plus
+    `dvc.lock` -> md5 of the whole file; {} when there is no dvc.lock yet."""
+    import hashlib
+    import json
+
+    import yaml
+
+    p = Path(lock_path)
+    if not p.exists():
+        return {}
+    raw = p.read_bytes()
+    tags = {"dvc.lock": hashlib.md5(raw).hexdigest()}
+    stages = (yaml.safe_load(raw) or {}).get("stages") or {}
+    for name, entry in stages.items():
+        digest = hashlib.md5(json.dumps(entry, sort_keys=True, default=str).encode()).hexdigest()
+        tags[f"dvc.lock/{metric_name(name)}"] = digest
+    return tags
+
+
+class ParentRun:
+    """A run created through the client (so it works from any thread); `env` hands its id to the
+    stage runs (threads of this process and child processes) via CODEBLOCK_PARENT_RUN_ID."""
+
+    def __init__(self, client=None, run_id: str | None = None):
+        self.client, self.run_id = client, run_id
+
+    @property
+    def enabled(self) -> bool:
+        return self.run_id is not None
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        if self.enabled:
+            for k, v in tags.items():
+                self.client.set_tag(self.run_id, k, str(v))
+
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        if self.enabled:
+            for k, v in metrics.items():
+                if v is not None:
+                    self.client.log_metric(self.run_id, metric_name(k), float(v))
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        if self.enabled:
+            for k, v in params.items():
+                self.client.log_param(self.run_id, k, str(v)[:6000])
+
+    def log_text(self, text: str, name: str) -> None:
+        if self.enabled:
+            self.client.log_text(self.run_id, text, name)
+
+
+@contextlib.contextmanager
+def parent_run(cfg, name: str, tags: dict[str, Any] | None = None, parent_id: str | None = None) -> Iterator[ParentRun]:
+    """A pipeline-level run: stages started while it is open nest under it. Nests under
+    `parent_id` (or the inherited CODEBLOCK_PARENT_RUN_ID) when given; FAILED on an exception."""
+    if not cfg.tracking.enabled:
+        yield ParentRun()
+        return
+    mlflow = setup(cfg)
+    client = mlflow.MlflowClient()
+    exp = mlflow.get_experiment_by_name(cfg.tracking.experiment)
+    parent_id = parent_id or os.environ.get(PARENT_ENV)
+    all_tags = {"git_commit": git_commit(), **dvc_lock_tags(), **(tags or {})}
+    if parent_id:
+        all_tags["mlflow.parentRunId"] = parent_id
+    run = client.create_run(exp.experiment_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()})
+    pr = ParentRun(client, run.info.run_id)
+    previous = os.environ.get(PARENT_ENV)
+    os.environ[PARENT_ENV] = pr.run_id
+    status = "FAILED"
+    try:
+        yield pr
+        status = "FINISHED"
+    finally:
+        if previous is None:
+            os.environ.pop(PARENT_ENV, None)
+        else:
+            os.environ[PARENT_ENV] = previous
+        client.set_terminated(pr.run_id, status)
+
+
+def set_model_alias(cfg, alias: str, method: str) -> str | None:
+    """Point `alias` at the newest registered version trained for `method`: the model
+    `<train.register_name>-<method>` (one registered model per method), else versions of
+    `train.register_name` tagged `method` (or whose run is). Returns "<name>/<version>", or None
+    when nothing of that method is registered."""
+    if not cfg.tracking.enabled:
+        return None
+    mlflow = setup(cfg)
+    client = mlflow.MlflowClient()
+    base = cfg.train.register_name
+    for name, need_tag in ((f"{base}-{method}", False), (base, True)):
+        try:
+            versions = client.search_model_versions(f"name='{name}'")
+        except Exception:
+            continue
+        best = None
+        for v in versions:
+            if need_tag:
+                m = (v.tags or {}).get("method")
+                if m is None and v.run_id:
+                    try:
+                        m = client.get_run(v.run_id).data.tags.get("method")
+                    except Exception:
+                        m = None
+                if m != method:
+                    continue
+            if best is None or int(v.version) > int(best.version):
+                best = v
+        if best is not None:
+            client.set_registered_model_alias(name, alias, best.version)
+            return f"{name}/{best.version}"
+    return None

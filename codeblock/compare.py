@@ -1,0 +1,315 @@
+"""`codeblock compare`: the method x benchmark pass@1 table, from MLflow or from the stage files.
+
+Two sources, one table:
+- `mlflow` (the default of the command): the evaluate runs in the configured experiment. With
+  `--run-id` only the runs below that parent (one pipeline run) count; otherwise the newest
+  finished evaluate run of each method does.
+- `files`: `reports/eval/<method>/metrics.json` of each method in `pipeline.methods`. The DVC
+  `compare` stage uses this source, so its outputs depend only on files DVC tracks.
+
+With `--write` (the DVC stage and the Prefect flow) the comparison also lands in
+`pipeline.compare_dir` (git-tracked, so `dvc exp show` lists it): `summary.json` (the metrics),
+`pass_at_1.csv` (one row per method and benchmark, the bar plot), `supervision_hist.csv` (the
+histogram of the per-sample supervised ratio) and `compare.md` (the table).
+
+Metric names are read leniently because each stage names its own: any flattened key holding
+`pass@k` / `pass_at_k` and a benchmark name (`pass_at_1/humaneval`, `humaneval/pass@1`,
+`{"humaneval": {"pass@1": ..}}`) counts; a bare `pass_at_1` takes the benchmark from the run's
+`benchmark` tag.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from codeblock.io import atomic_write_text, write_json
+from codeblock.tracking import metric_name
+
+_PASS = re.compile(r"^pass_at_(\d+)$")
+_SKIP_PARTS = {"eval", "evaluate", "metrics", "benchmarks", "results", "mean", "value"}
+AVG = "avg"
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading pass@k out of whatever shape a stage wrote.
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, float]:
+    """Nested dict -> {"a/b/c": number}; non-numeric leaves are dropped."""
+    out: dict[str, float] = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(flatten(v, f"{prefix}/{k}" if prefix else str(k)))
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        if math.isfinite(float(obj)):
+            out[prefix] = float(obj)
+    return out
+
+
+def pass_metrics(flat: dict[str, float], benchmark: str | None = None) -> dict[tuple[str, int], float]:
+    """{(benchmark, k): value} from flattened metric names (see the module doc)."""
+    found: dict[tuple[str, int], float] = {}
+    for key, value in flat.items():
+        parts = [p for p in re.split(r"[/.]", metric_name(key)) if p]
+        ks = [int(m.group(1)) for p in parts if (m := _PASS.match(p))]
+        if len(ks) != 1:
+            continue
+        rest = [p for p in parts if not _PASS.match(p) and p.lower() not in _SKIP_PARTS]
+        if len(rest) == 1:
+            bench = rest[0]
+        elif not rest and benchmark:
+            bench = benchmark
+        else:
+            continue
+        if bench == AVG or bench.lower() in {"average", "avg"}:
+            continue  # the average is recomputed over the benchmarks present
+        found[(bench, ks[0])] = value
+    return found
+
+
+def add_average(row: dict[str, float]) -> dict[str, float]:
+    """Add pass_at_k/avg over the benchmarks of each k present in the row."""
+    by_k: dict[str, list[float]] = {}
+    for key, v in row.items():
+        head, _, bench = key.partition("/")
+        if _PASS.match(head) and bench != AVG:
+            by_k.setdefault(head, []).append(v)
+    for head, vals in by_k.items():
+        row[f"{head}/{AVG}"] = sum(vals) / len(vals)
+    return row
+
+
+def _row(found: dict[tuple[str, int], float]) -> dict[str, float]:
+    return add_average({f"pass_at_{k}/{b}": v for (b, k), v in sorted(found.items())})
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources.
+
+
+def eval_metrics_path(cfg, method: str) -> Path:
+    return Path(cfg.paths.reports_dir) / "eval" / method / "metrics.json"
+
+
+def from_files(cfg, methods: list[str] | None = None) -> dict[str, dict[str, float]]:
+    """{method: {"pass_at_1/<bench>": v, ..., "pass_at_1/avg": v}} from the evaluate outputs."""
+    table: dict[str, dict[str, float]] = {}
+    for method in methods or cfg.pipeline.methods:
+        p = eval_metrics_path(cfg, method)
+        if not p.exists():
+            continue
+        table[method] = _row(pass_metrics(flatten(json.loads(p.read_text()))))
+    return table
+
+
+def _run_method(run) -> str | None:
+    tags, params = run.data.tags, run.data.params
+    for key in ("method", "codeblock.method"):
+        if tags.get(key):
+            return tags[key]
+    for key in ("method", "select.method"):
+        if params.get(key):
+            return params[key]
+    return None
+
+
+def _descendants(runs: list, root: str) -> set[str]:
+    children: dict[str, list[str]] = {}
+    for r in runs:
+        parent = r.data.tags.get("mlflow.parentRunId")
+        if parent:
+            children.setdefault(parent, []).append(r.info.run_id)
+    seen, todo = {root}, [root]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            if c not in seen:
+                seen.add(c)
+                todo.append(c)
+    return seen
+
+
+def _method_of(run, by_id: dict[str, Any]) -> str | None:
+    """The run's own method tag, else the nearest ancestor's (a per-benchmark child run)."""
+    hops = 0
+    while run is not None and hops < 16:
+        m = _run_method(run)
+        if m:
+            return m
+        run = by_id.get(run.data.tags.get("mlflow.parentRunId", ""))
+        hops += 1
+    return None
+
+
+def _eval_group_root(run, by_id: dict[str, Any]):
+    """The outermost ancestor that is still an evaluate run (per-benchmark runs nest under it)."""
+    while True:
+        parent = by_id.get(run.data.tags.get("mlflow.parentRunId", ""))
+        if parent is None or parent.data.tags.get("codeblock.stage", "").split("/")[0] != "evaluate":
+            return run
+        run = parent
+
+
+def from_mlflow(cfg, methods: list[str] | None = None, run_id: str | None = None) -> dict[str, dict[str, float]]:
+    """The same table from the evaluate runs in MLflow (newest per method, or below `run_id`)."""
+    from codeblock.tracking import setup
+
+    mlflow = setup(cfg)
+    exp = mlflow.get_experiment_by_name(cfg.tracking.experiment)
+    client = mlflow.MlflowClient()
+    runs = client.search_runs([exp.experiment_id], max_results=5000, order_by=["attributes.start_time DESC"])
+    by_id = {r.info.run_id: r for r in runs}
+    if run_id:
+        keep = _descendants(runs, run_id)
+        runs = [r for r in runs if r.info.run_id in keep]
+    evals = [r for r in runs if r.data.tags.get("codeblock.stage", "").split("/")[0] == "evaluate"
+             and r.info.status == "FINISHED"]
+    # Group evaluate runs (with their per-benchmark children) and keep the newest group per method.
+    groups: dict[str, list] = {}
+    for r in evals:
+        groups.setdefault(_eval_group_root(r, by_id).info.run_id, []).append(r)
+    chosen: dict[str, tuple[int, dict]] = {}
+    for root_id, members in groups.items():
+        root = by_id.get(root_id, members[0])
+        method = _method_of(root, by_id)
+        if method is None or (methods and method not in methods):
+            continue
+        found: dict[tuple[str, int], float] = {}
+        for r in members:
+            found.update(pass_metrics(r.data.metrics, r.data.tags.get("benchmark")))
+        if not found:
+            continue
+        start = root.info.start_time or 0
+        if method not in chosen or start > chosen[method][0]:
+            chosen[method] = (start, _row(found))
+    order = methods or sorted(chosen)
+    return {m: chosen[m][1] for m in order if m in chosen}
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering and the files DVC tracks.
+
+
+def columns(table: dict[str, dict[str, float]], k: int = 1) -> list[str]:
+    heads = sorted({c for row in table.values() for c in row if c.startswith(f"pass_at_{k}/")})
+    return [c for c in heads if not c.endswith(f"/{AVG}")] + [c for c in heads if c.endswith(f"/{AVG}")]
+
+
+def markdown(table: dict[str, dict[str, float]], k: int = 1) -> str:
+    """A markdown table: one row per method, one column per benchmark, then the average."""
+    cols = columns(table, k)
+    if not table or not cols:
+        return "_no evaluation results yet_\n"
+    head = "| method | " + " | ".join(c.split("/", 1)[1] for c in cols) + " |"
+    sep = "|---|" + "---:|" * len(cols)
+    lines = [head, sep]
+    for method, row in table.items():
+        cells = [f"{100 * row[c]:.1f}" if c in row else "-" for c in cols]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + f"\n\npass@{k} in percent.\n"
+
+
+def _read_csv_column(path: Path, names: tuple[str, ...]) -> list[float]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        col = next((n for n in names if n in (reader.fieldnames or [])), None)
+        if col is None:
+            return []
+        out = []
+        for row in reader:
+            try:
+                out.append(float(row[col]))
+            except (TypeError, ValueError):
+                continue
+        return out
+
+
+def histogram(values: list[float], bins: int = 10) -> list[tuple[float, float, int]]:
+    """Equal-width bins over [0, max(values)] (at least [0, 0.05]): (low, high, count)."""
+    top = max([0.05, *values])
+    width = top / bins
+    counts = [0] * bins
+    for v in values:
+        counts[min(int(v / width), bins - 1) if v > 0 else 0] += 1
+    return [(i * width, (i + 1) * width, c) for i, c in enumerate(counts)]
+
+
+def supervision(cfg, method: str) -> tuple[dict[str, float], list[float]]:
+    """Global supervision stats (stats.json) and the per-sample ratios (ratios.csv) of a method."""
+    d = Path(cfg.paths.labels_dir) / method
+    stats: dict[str, float] = {}
+    if (d / "stats.json").exists():
+        stats = flatten(json.loads((d / "stats.json").read_text()))
+    ratios = _read_csv_column(d / "ratios.csv", ("supervised_ratio", "ratio"))
+    return stats, ratios
+
+
+def train_metrics(cfg, method: str) -> dict[str, float]:
+    p = Path(cfg.paths.runs_dir) / method / "train_metrics.json"
+    return flatten(json.loads(p.read_text())) if p.exists() else {}
+
+
+def write_outputs(cfg, table: dict[str, dict[str, float]]) -> list[str]:
+    """summary.json, pass_at_1.csv, supervision_hist.csv and compare.md under compare_dir."""
+    out = Path(cfg.pipeline.compare_dir)
+    summary: dict[str, dict[str, float]] = {}
+    pass_rows, hist_rows = [], []
+    for method in cfg.pipeline.methods:
+        row = dict(table.get(method, {}))
+        stats, ratios = supervision(cfg, method)
+        row.update({f"supervision/{k}": v for k, v in stats.items()})
+        row.update({f"train/{k}": v for k, v in train_metrics(cfg, method).items()})
+        summary[method] = row
+        for c in columns(table, 1):
+            if c in table.get(method, {}):
+                pass_rows.append((method, c.split("/", 1)[1], table[method][c]))
+        for lo, hi, n in histogram(ratios):
+            hist_rows.append((method, f"{lo:.4f}-{hi:.4f}", n))
+    write_json(out / "summary.json", summary)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["label", "method", "benchmark", "pass_at_1"])
+    w.writerows([(f"{m}/{b}", m, b, round(v, 6)) for m, b, v in pass_rows])
+    atomic_write_text(out / "pass_at_1.csv", buf.getvalue())
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["label", "method", "ratio_bin", "samples"])
+    w.writerows([(f"{m} {b}", m, b, n) for m, b, n in hist_rows])
+    atomic_write_text(out / "supervision_hist.csv", buf.getvalue())
+    atomic_write_text(out / "compare.md", markdown(table))
+    return [str(out / n) for n in ("summary.json", "pass_at_1.csv", "supervision_hist.csv", "compare.md")]
+
+
+def best_method(table: dict[str, dict[str, float]], metric: str) -> str | None:
+    scored = [(row[metric], m) for m, row in table.items() if metric in row]
+    return max(scored)[1] if scored else None
+
+
+def run_compare(cfg, source: str = "files", run_id: str | None = None, write: bool = False) -> dict:
+    table = from_mlflow(cfg, cfg.pipeline.methods, run_id) if source == "mlflow" else from_files(cfg)
+    outputs = write_outputs(cfg, table) if write else []
+    metrics = {f"{m}/{k}": v for m, row in table.items() for k, v in row.items()}
+    return {"outputs": outputs, "metrics": metrics, "table": table,
+            "best": best_method(table, cfg.pipeline.champion_metric)}
+
+
+def add_args(p) -> None:
+    p.add_argument("--source", choices=["mlflow", "files"], default="mlflow",
+                   help="read the evaluate runs from MLflow (default) or reports/eval/<method>/metrics.json")
+    p.add_argument("--run-id", default=None, help="only runs below this MLflow parent run (one pipeline run)")
+    p.add_argument("--write", action="store_true", help="also write summary/plot files under pipeline.compare_dir")
+
+
+def cli(cfg, args) -> int:
+    res = run_compare(cfg, source=args.source, run_id=args.run_id, write=args.write)
+    print(markdown(res["table"]), end="")
+    if res["best"]:
+        print(f"best by {cfg.pipeline.champion_metric}: {res['best']}")
+    return 0 if res["table"] or args.source == "files" else 1

@@ -1,0 +1,222 @@
+"""The CodeBlock pipeline as Prefect 3 flows.
+
+    python -m flows.pipeline --params params.yaml [--profile smoke] [-S key=value] [--methods codeblock full]
+
+`compare` (the default entry) runs the shared stages once (data, and filter -> segment -> score
+when some method needs them), then one `pipeline` subflow per method (select -> train ->
+evaluate), the selection report, and the comparison: a markdown artifact with pass@1 per method
+and benchmark, a link artifact to the selection report, `pipeline.compare_dir` files, and the
+@champion alias on the best method's registered model.
+
+Rules (ARCHITECTURE.md): a task is a thin call of one `codeblock` stage function; it receives the
+config *reference* (params file, profile, overrides) and returns paths, sha256 hashes and metrics,
+never models or tensors. Prefect does not cache (DVC owns caching). MLflow: one parent run per
+pipeline run, tagged with the git commit, the dvc.lock stage hashes, the Prefect flow-run id and
+the methods; each method gets a nested run tagged `method`, and the stage runs nest under it
+through CODEBLOCK_PARENT_RUN_ID (codeblock.tracking.parent_run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from codeblock.config import Config, load_config
+from codeblock.io import sha256_path
+
+# stage -> (module, function). The signatures are the stage contract (see each module).
+STAGES: dict[str, tuple[str, str]] = {
+    "data": ("codeblock.data.build", "run_data"),
+    "filter": ("codeblock.filter", "run_filter"),
+    "segment": ("codeblock.segment", "run_segment"),
+    "score": ("codeblock.score", "run_score"),
+    "select": ("codeblock.select", "run_select"),
+    "train": ("codeblock.train", "run_train"),
+    "evaluate": ("codeblock.evaluate", "run_evaluate"),
+    "report": ("codeblock.report", "run_report"),
+}
+CHAIN = ("filter", "segment", "score")  # what a method that is not pool-only needs after `data`
+HASH_LIMIT_BYTES = 2 << 30  # outputs larger than this are recorded by size, not hashed
+
+
+def config_ref(params: str = "params.yaml", profile: str | None = None,
+               overrides: list[str] | None = None) -> dict[str, Any]:
+    """What a task receives instead of a Config object: enough to load it again, anywhere."""
+    return {"params": params, "profile": profile or None, "overrides": list(overrides or [])}
+
+
+def load(ref: dict[str, Any]) -> Config:
+    return load_config(ref["params"], ref["overrides"], ref["profile"])
+
+
+def needs_chain(cfg: Config, methods: list[str]) -> bool:
+    return any(m not in cfg.pipeline.pool_only_methods for m in methods)
+
+
+def _fingerprint(path: str) -> str:
+    p = Path(path)
+    if not p.exists():
+        return "missing"
+    size = p.stat().st_size if p.is_file() else sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    return f"size:{size}" if size > HASH_LIMIT_BYTES else sha256_path(p)
+
+
+def call_stage(stage: str, ref: dict[str, Any], method: str | None = None,
+               model_path: str | None = None) -> dict[str, Any]:
+    """Run one stage function in this process; return {stage, method, outputs, hashes, metrics}."""
+    module, fn_name = STAGES[stage]
+    fn = getattr(importlib.import_module(module), fn_name)
+    cfg = load(ref)
+    if stage == "evaluate":
+        res = fn(cfg, model_path, method)
+    elif stage in ("select", "train"):
+        res = fn(cfg, method)
+    else:
+        res = fn(cfg)
+    outputs = [str(p) for p in (res.get("outputs") or [])]
+    metrics = {k: v for k, v in (res.get("metrics") or {}).items() if isinstance(v, (int, float, str, bool))}
+    return {"stage": stage, "method": method, "outputs": outputs,
+            "hashes": {p: _fingerprint(p) for p in outputs}, "metrics": metrics}
+
+
+@task(name="stage", cache_policy=NO_CACHE, task_run_name="{stage}", persist_result=False)
+def stage_task(stage: str, ref: dict[str, Any], method: str | None = None,
+               model_path: str | None = None) -> dict[str, Any]:
+    logger = get_run_logger()
+    out = call_stage(stage, ref, method, model_path)
+    logger.info("%s%s -> %s", stage, f" [{method}]" if method else "", ", ".join(out["outputs"]) or "(no outputs)")
+    return out
+
+
+def _run(stage: str, cfg: Config, ref: dict[str, Any], method: str | None = None,
+         model_path: str | None = None) -> dict[str, Any]:
+    """The stage task with this config's retries and timeout."""
+    timeout = cfg.pipeline.task_timeout_s or None
+    name = f"{stage}-{method}" if method else stage
+    t = stage_task.with_options(retries=cfg.pipeline.task_retries, retry_delay_seconds=cfg.pipeline.retry_delay_s,
+                                timeout_seconds=timeout, task_run_name=name)
+    return t(stage, ref, method, model_path)
+
+
+def _model_dir(train_result: dict[str, Any], cfg: Config, method: str) -> str:
+    """The trained model folder: the output named `model`, else runs_dir/<method>/model."""
+    for p in train_result["outputs"]:
+        if Path(p).name == "model":
+            return p
+    return str(Path(cfg.paths.runs_dir) / method / "model")
+
+
+def _flow_run_id() -> str:
+    from prefect.runtime import flow_run
+
+    return str(flow_run.id or "")
+
+
+def prepare_stages(cfg: Config, ref: dict[str, Any], methods: list[str]) -> list[dict[str, Any]]:
+    """data, then filter -> segment -> score when any method needs them."""
+    results = [_run("data", cfg, ref)]
+    if needs_chain(cfg, methods):
+        results += [_run(s, cfg, ref) for s in CHAIN]
+    return results
+
+
+@flow(name="codeblock-method", log_prints=True)
+def pipeline(method: str = "codeblock", params: str = "params.yaml", profile: str | None = None,
+             overrides: list[str] | None = None, prepare: bool = True) -> dict[str, Any]:
+    """One method end to end: [data -> filter -> segment -> score ->] select -> train -> evaluate
+    [-> report]. With prepare=False the shared stages are assumed done (the compare flow)."""
+    from codeblock.tracking import parent_run
+
+    ref = config_ref(params, profile, overrides)
+    cfg = load(ref)
+    results: list[dict[str, Any]] = []
+    with parent_run(cfg, f"method-{method}", tags={"method": method, "prefect.flow_run_id": _flow_run_id(),
+                                                   "codeblock.profile": profile or "default"}) as pr:
+        if prepare:
+            results += prepare_stages(cfg, ref, [method])
+        sel = _run("select", cfg, ref, method)
+        tr = _run("train", cfg, ref, method)
+        ev = _run("evaluate", cfg, ref, method, _model_dir(tr, cfg, method))
+        results += [sel, tr, ev]
+        if prepare and method not in cfg.pipeline.pool_only_methods:
+            results.append(_run("report", cfg, ref))
+        pr.log_metrics({k: v for k, v in ev["metrics"].items() if isinstance(v, (int, float))})
+        pr.set_tags({f"hash/{Path(p).name}/{r['stage']}": h[:16] for r in results for p, h in r["hashes"].items()})
+    return {"method": method, "run_id": pr.run_id, "stages": results}
+
+
+@flow(name="codeblock-compare", log_prints=True)
+def compare(methods: list[str] | None = None, params: str = "params.yaml", profile: str | None = None,
+            overrides: list[str] | None = None) -> dict[str, Any]:
+    """Every method of `methods` (default: pipeline.methods) on shared data, then the comparison."""
+    from codeblock.compare import markdown, run_compare
+    from codeblock.tracking import parent_run, set_model_alias
+
+    ref = config_ref(params, profile, overrides)
+    cfg = load(ref)
+    methods = list(methods or cfg.pipeline.methods)
+    logger = get_run_logger()
+    with parent_run(cfg, "pipeline", tags={"methods": ",".join(methods), "prefect.flow_run_id": _flow_run_id(),
+                                           "codeblock.profile": profile or "default"}) as pr:
+        pr.log_params({"params": params, "profile": profile or "", "overrides": " ".join(ref["overrides"])})
+        prepare_stages(cfg, ref, methods)
+        per_method = {m: pipeline(method=m, params=params, profile=profile, overrides=ref["overrides"],
+                                  prepare=False) for m in methods}
+        report = None
+        chain_methods = [m for m in methods if m not in cfg.pipeline.pool_only_methods]
+        if chain_methods:
+            report = _run("report", cfg, config_ref(params, profile, [*ref["overrides"],
+                                                                       f"select.method={chain_methods[0]}"]))
+        # The comparison: from MLflow (the runs of this pipeline run) when tracking, else from files.
+        source = "mlflow" if pr.enabled else "files"
+        res = run_compare(cfg, source=source, run_id=pr.run_id, write=True)
+        if not res["table"] and source == "mlflow":  # e.g. an evaluator that logs nothing
+            res = run_compare(cfg, source="files", write=True)
+        table_md = markdown(res["table"])
+        pr.log_text(table_md, "compare.md")
+        pr.log_metrics(res["metrics"])
+        create_markdown_artifact(markdown=f"# pass@1 per method and benchmark\n\n{table_md}",
+                                 key="codeblock-pass-at-1", description="pass@1 per method x benchmark")
+        if report is not None:
+            html = next((p for p in report["outputs"] if p.endswith(".html")), None)
+            if html:
+                create_link_artifact(link=Path(html).resolve().as_uri(), link_text="selection report",
+                                     key="codeblock-selection-report")
+        champion = None
+        if cfg.pipeline.promote_champion and res["best"]:
+            version = set_model_alias(cfg, "champion", res["best"])
+            champion = {"method": res["best"], "version": version}
+            pr.set_tags({"champion": res["best"], "champion_version": version or "unregistered"})
+        logger.info("comparison:\n%s", table_md)
+    return {"run_id": pr.run_id, "methods": {m: r["run_id"] for m, r in per_method.items()},
+            "table": res["table"], "outputs": res["outputs"], "champion": champion}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m flows.pipeline", description=__doc__.splitlines()[0])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--profile", default=None, help="overlay profiles/<name>.yaml (e.g. smoke)")
+    ap.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--methods", nargs="*", default=None, help="default: pipeline.methods")
+    ap.add_argument("--method", default=None, help="run only this method (the `pipeline` flow)")
+    args = ap.parse_args(argv)
+    load_config(args.params, args.overrides, args.profile)  # fail fast on a bad config
+    if args.method:
+        pipeline(method=args.method, params=args.params, profile=args.profile, overrides=args.overrides)
+        return 0
+    from codeblock.compare import markdown
+
+    res = compare(methods=args.methods, params=args.params, profile=args.profile, overrides=args.overrides)
+    print(markdown(res["table"]), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
