@@ -112,6 +112,9 @@ class FilterConfig:
     decontam_common_problems: int = f(
         3, "An n-gram in this many problems of one benchmark is boilerplate (prompt template, imports): ignored; 0 = off."
     )
+    decontam_common_problems: int = f(
+        3, "An n-gram in this many problems of one benchmark is boilerplate (prompt template, imports): ignored; 0 = off."
+    )
     near_dup_threshold: float = f(0.9, "Jaccard similarity (MinHash) above which a pair is a near duplicate.")
     near_dup_shingle: int = f(5, "Near-dup shingles: this many consecutive word/punctuation tokens.")
     minhash_perms: int = f(128, "MinHash permutations (LSH bands are derived from the threshold).")

@@ -10,7 +10,11 @@ Each row is dropped for the first reason that hits, in this order:
 1. `contaminated:<benchmark>` - shares a `filter.decontam_ngram`-word n-gram with a problem of a
    benchmark in `filter.decontam_benchmarks` (texts from the evaluation registry). A benchmark
    text shorter than n words is matched whole if it has at least `filter.decontam_min_words`
-   words. A benchmark that cannot be loaded is logged, skipped, and counted in the metrics
+   words. Boilerplate is not used: import lines, and n-grams mostly (> half their words) under
+   an n-gram that `filter.decontam_common_problems` or more problems of one benchmark share
+   (dataframebench repeats one instruction template in every prompt, which every
+   dataframebench_train pair carries too; see `Decontaminator`). The report's
+   detail names the problem and the matching n-gram. A benchmark that cannot be loaded is logged, skipped, and counted in the metrics
    (`decontam_unavailable`) and in the report's metadata.
 2. `quality` - rows with judge scores (OpenCodeInstruct): test_score < `filter.min_test_score`
    or mean judge score < `filter.min_judge_score`; quality = (judge - 1) / 4. Rows without
@@ -218,33 +222,69 @@ def words(text: str) -> list[str]:
     return WORD_RE.findall(unicodedata.normalize("NFKC", text).casefold())
 
 
-class Decontaminator:
-    """Word n-gram index of benchmark problems; `hit(text)` names the first matching problem."""
+IMPORT_LINE_RE = re.compile(r"^[ \t]*(?:from[ \t]+\S+[ \t]+)?import[ \t].*$", re.M)
 
-    def __init__(self, n: int, min_words: int):
-        self.n, self.min_words = n, min_words
+
+class Decontaminator:
+    """Word n-gram index of benchmark problems; `hit(text)` names the first matching problem.
+
+    Boilerplate is not problem content and is not indexed: import lines of benchmark texts, and
+    every n-gram of which more than half the words lie under a "common" n-gram, one found in
+    `common` or more distinct problems of the same benchmark (a prompt template that every
+    problem repeats, followed by one problem-specific word, stays boilerplate). `common` = 0
+    keeps everything. Call `add` for every problem, then `finalize()`, then `hit`."""
+
+    def __init__(self, n: int, min_words: int, common: int = 0):
+        self.n, self.min_words, self.common = n, min_words, common
+        self.problems: list[tuple[str, str, list[str]]] = []
         self.grams: dict[tuple[str, ...], tuple[str, str]] = {}
         self.short: dict[int, dict[tuple[str, ...], tuple[str, str]]] = {}
         self.counts: dict[str, int] = {}
+        self.boilerplate = 0  # n-grams left out as boilerplate
 
     def add(self, benchmark: str, task_id: str, text: str) -> None:
-        w = words(text)
         self.counts[benchmark] = self.counts.get(benchmark, 0) + 1
-        if len(w) >= self.n:
-            for i in range(len(w) - self.n + 1):
-                self.grams.setdefault(tuple(w[i:i + self.n]), (benchmark, task_id))
-        elif len(w) >= self.min_words:
-            self.short.setdefault(len(w), {}).setdefault(tuple(w), (benchmark, task_id))
+        self.problems.append((benchmark, task_id, words(IMPORT_LINE_RE.sub(" ", text))))
 
-    def hit(self, text: str) -> tuple[str, str] | None:
+    def _common_grams(self) -> set[tuple[str, tuple[str, ...]]]:
+        df: dict[tuple[str, tuple[str, ...]], int] = {}
+        for bench, _, w in self.problems:
+            for g in {tuple(w[i:i + self.n]) for i in range(len(w) - self.n + 1)}:
+                df[(bench, g)] = df.get((bench, g), 0) + 1
+        return {k for k, c in df.items() if c >= self.common} if self.common > 0 else set()
+
+    def finalize(self) -> None:
+        common, n = self._common_grams(), self.n
+        for bench, task_id, w in self.problems:
+            if len(w) < n:
+                if len(w) >= self.min_words:
+                    self.short.setdefault(len(w), {}).setdefault(tuple(w), (bench, task_id))
+                continue
+            covered = np.zeros(len(w) + 1, dtype=np.int64)  # difference array of common coverage
+            starts = [i for i in range(len(w) - n + 1) if (bench, tuple(w[i:i + n])) in common]
+            for i in starts:
+                covered[i] += 1
+                covered[i + n] -= 1
+            boiler = np.cumsum(covered[:-1]) > 0
+            in_window = np.concatenate([[0], np.cumsum(boiler)])
+            for i in range(len(w) - n + 1):
+                if 2 * (in_window[i + n] - in_window[i]) > n:
+                    self.boilerplate += 1
+                    continue
+                self.grams.setdefault(tuple(w[i:i + n]), (bench, task_id))
+        self.problems = []
+
+    def hit(self, text: str) -> tuple[str, str, str] | None:
+        """(benchmark, task_id, the matching n-gram) of the first match, or None."""
         w = words(text)
         for size, table in [(self.n, self.grams), *sorted(self.short.items())]:
             if not table:
                 continue
             for i in range(len(w) - size + 1):
-                found = table.get(tuple(w[i:i + size]))
+                gram = tuple(w[i:i + size])
+                found = table.get(gram)
                 if found:
-                    return found
+                    return found[0], found[1], " ".join(gram)
         return None
 
 
@@ -259,7 +299,7 @@ def build_decontaminator(cfg, problem_texts: ProblemTexts | None = None) -> tupl
     """Index every configured benchmark; returns the index and {unavailable benchmark: why}."""
     fc = cfg.filter
     problem_texts = problem_texts or registry_problem_texts
-    dec = Decontaminator(fc.decontam_ngram, fc.decontam_min_words)
+    dec = Decontaminator(fc.decontam_ngram, fc.decontam_min_words, fc.decontam_common_problems)
     unavailable: dict[str, str] = {}
     for name in fc.decontam_benchmarks:
         try:
@@ -274,6 +314,7 @@ def build_decontaminator(cfg, problem_texts: ProblemTexts | None = None) -> tupl
             continue
         for bench, task_id, text in items:
             dec.add(bench, str(task_id), text or "")
+    dec.finalize()
     return dec, unavailable
 
 
@@ -320,7 +361,7 @@ def run_filter(cfg, problem_texts: ProblemTexts | None = None, progress: bool = 
     for i, r in enumerate(tqdm(rows, desc="decontaminate", unit="row", disable=not progress)):
         found = dec.hit(r["instruction"] + "\n" + r["response"])
         if found:
-            dropped[i] = (f"contaminated:{found[0]}", f"shares a {fc.decontam_ngram}-gram with {found[0]}/{found[1]}")
+            dropped[i] = (f"contaminated:{found[0]}", f"{found[0]}/{found[1]}: '{found[2]}'")
 
     # 2. quality
     quality = np.zeros(n)

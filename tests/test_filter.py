@@ -212,11 +212,36 @@ def test_decontaminator_ngrams():
     dec.add("hb", "HB/0", BENCH_TEXT)
     dec.add("hb", "HB/1", SHORT_BENCH)
     dec.add("hb", "HB/2", "three word text")
+    dec.finalize()
     words13 = " ".join(BENCH_TEXT.split()[3:16])
-    assert dec.hit("prefix " + words13.upper() + " suffix") == ("hb", "HB/0")  # case-insensitive
+    found = dec.hit("prefix " + words13.upper() + " suffix")                 # case-insensitive
+    assert found[:2] == ("hb", "HB/0") and len(found[2].split()) == 13
     assert dec.hit(" ".join(BENCH_TEXT.split()[3:15])) is None               # only 12 words
-    assert dec.hit("We must write a python function to count the vowels of a word!") == ("hb", "HB/1")
+    assert dec.hit("We must write a python function to count the vowels of a word!")[:2] == ("hb", "HB/1")
     assert dec.hit("three word text") is None                                # below min_words
+
+
+def test_decontaminator_ignores_boilerplate():
+    template = "Write self contained Python code that completes the function given in the starter code below:"
+    tasks = ["sort the rows of the table by the given column in descending order and drop empty cells",
+             "count how many distinct colours appear in each image of the folder and plot a histogram",
+             "merge the two frames on their shared key and report rows that have no partner at all"]
+    dec = Decontaminator(n=13, min_words=8, common=3)
+    for k, t in enumerate(tasks):
+        dec.add("tb", f"T{k}", f"{template} {t}\nimport pandas as pd\nimport numpy as np\nfrom a.b import c, d, e, f, g, h, i, j, k, l, m\n")
+    dec.finalize()
+    assert dec.boilerplate > 0
+    # the template alone, and the template plus one task word, are not contamination
+    assert dec.hit(template) is None
+    assert dec.hit(template + " sort") is None
+    assert dec.hit("from a.b import c, d, e, f, g, h, i, j, k, l, m") is None  # import lines are not indexed
+    # the task text itself is
+    assert dec.hit("please " + tasks[1])[:2] == ("tb", "T1")
+    # with common=0 the template is indexed like anything else
+    plain = Decontaminator(n=13, min_words=8, common=0)
+    plain.add("tb", "T0", f"{template} {tasks[0]}")
+    plain.finalize()
+    assert plain.hit(template) is not None
 
 
 def test_bad_pool_rows(tmp_path):
