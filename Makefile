@@ -24,6 +24,11 @@ assets: install
 	$(BIN)/codeblock fetch-assets
 	$(BIN)/dvc add -q data/raw models/smollm2 models/minilm
 
+# ONE run command: the main job end to end on the embedded default (see README).
+PARAMS_ARGS ?=
+run: setup
+	$(BIN)/codeblock data --params params.yaml $(PARAMS_ARGS)
+
 # ONE test command.
 test:
 	$(BIN)/python -m pytest -q
