@@ -112,9 +112,6 @@ class FilterConfig:
     decontam_common_problems: int = f(
         3, "An n-gram in this many problems of one benchmark is boilerplate (prompt template, imports): ignored; 0 = off."
     )
-    decontam_common_problems: int = f(
-        3, "An n-gram in this many problems of one benchmark is boilerplate (prompt template, imports): ignored; 0 = off."
-    )
     near_dup_threshold: float = f(0.9, "Jaccard similarity (MinHash) above which a pair is a near duplicate.")
     near_dup_shingle: int = f(5, "Near-dup shingles: this many consecutive word/punctuation tokens.")
     minhash_perms: int = f(128, "MinHash permutations (LSH bands are derived from the threshold).")
@@ -139,9 +136,12 @@ class ScoreConfig:
     mode: Literal["base", "excess"] = f("base", "base: GCE of the model; excess: GCE_base - GCE_ref.")
     ref_model: str = f("", "Reference model for mode=excess (empty: warm up a copy of the base model).")
     ref_warmup_samples: int = f(64, "Clean samples used to warm up the reference model.")
+    ref_warmup_steps: int = f(8, "Optimizer steps of the reference warm-up (plain SFT, AdamW).")
+    ref_warmup_lr: float = f(5e-5, "Learning rate of the reference warm-up.")
     batch_tokens: int = f(4096, "Token budget of a scoring batch (length-bucketed).")
     max_length: int = f(2048, "Prompt + response truncation length for scoring.")
     shard_size: int = f(256, "Samples per cached score shard; finished shards are skipped on re-run.")
+    seed: int = f(0, "Seed of the reference warm-up.")
 
 
 @dataclass
