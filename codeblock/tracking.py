@@ -243,3 +243,30 @@ def set_model_alias(cfg, alias: str, method: str) -> str | None:
             client.set_registered_model_alias(name, alias, best.version)
             return f"{name}/{best.version}"
     return None
+
+
+def log_model_dir(tracker: Tracker, model_dir: str | os.PathLike, register_name: str | None = None,
+                  aliases: tuple[str, ...] = ("candidate",), artifact_path: str = "model") -> dict[str, Any]:
+    """Log a saved model folder (adapter or full model, safetensors) from its path as an MLflow
+    pyfunc model (codeblock/mlflow_pyfunc.py, "model from code"), register it under
+    `register_name` and point `aliases` at the new version. The folder is copied file by file
+    into the artifact store; no model is loaded in memory. No-op when tracking is disabled."""
+    if not tracker.enabled:
+        return {}
+    mlflow = tracker.mlflow
+    code = Path(__file__).with_name("mlflow_pyfunc.py")
+    info = mlflow.pyfunc.log_model(
+        name=artifact_path,
+        python_model=str(code),
+        artifacts={"model_dir": str(Path(model_dir).resolve())},
+        pip_requirements=["torch", "transformers", "peft", "safetensors"],
+        registered_model_name=register_name,
+    )
+    out: dict[str, Any] = {"model_uri": info.model_uri}
+    if register_name:
+        version = str(info.registered_model_version)
+        client = mlflow.MlflowClient()
+        for alias in aliases:
+            client.set_registered_model_alias(register_name, alias, version)
+        out.update({"name": register_name, "version": version, "aliases": list(aliases)})
+    return out
