@@ -1,0 +1,414 @@
+"""Sandboxed execution of untrusted programs: one process per program, a verdict per program.
+
+How a program runs
+------------------
+Each program runs in its own `python -I sandbox_runner.py` process. With isolation "namespaces"
+(root, the default here) the command is `unshare --net --pid --mount --fork --mount-proc
+--kill-child`, so the runner is pid 1 of fresh network, pid and mount namespaces: no network
+(only a down loopback), no view of other processes, and a private size-limited tmpfs on /tmp,
+/var/tmp, /dev/shm and /run/lock that vanishes with the namespace. It then sets rlimits (CPU time,
+address space, file size, process count, no core) and drops to an unprivileged uid
+(`eval.sandbox_uid` + worker slot, one uid per parallel slot so RLIMIT_NPROC, which the kernel
+counts per uid and does not enforce for root, bounds each program on its own). The wall-clock
+limit is enforced from outside: on expiry the executor SIGKILLs the `unshare` process and the
+namespace init, and the kernel kills everything left in the pid namespace before `wait` returns.
+So children, grandchildren, `posix_spawn`ed and `setsid` daemons are gone, and the files left in
+the tmpfs with them, when the verdict is recorded.
+
+Fallbacks (`eval.isolation: auto` picks the first that works, and results record which one ran):
+- "userns" (not root, user namespaces allowed): the same namespaces inside a user namespace
+  (`unshare --user --map-root-user`); no uid switch, RLIMIT_NPROC = the user's current process
+  count + `eval.nproc` (it counts every process of the real user).
+- "none" (no namespaces): a plain process in its own session, a temp dir removed afterwards, the
+  rlimits, the uid switch when root, and a process-group kill at the end. No network isolation,
+  and a daemon that escapes the process group with setsid is only killed when running as root
+  (all processes of the sandbox uid are killed). Use it only for trusted code (the self-check).
+
+Threat model of the verdict
+---------------------------
+The verdict is ONE JSON line `{"nonce", "status", "error", "detail"}` written by the harness to a
+pipe (`pass_fds`) that is neither stdin, stdout nor stderr, after the tests returned. The executor
+accepts "passed" only when exactly one line arrived, it carries this run's 128-bit nonce (never
+reused, so a line from another run is worthless) and the status is known. Hence:
+- `exit(0)` / `os._exit(0)` / `sys.exit(0)` / SystemExit before the asserts: no verdict line, or a
+  caught SystemExit -> failed.
+- printing "passed" or a fake verdict: stdout and stderr go to /dev/null and are never parsed;
+  closing stdout changes nothing.
+- overriding builtins, `unittest.TestCase` methods, `sys.stdout`, `sys.settrace`, the recursion
+  limit: the harness restores them after the program ran and runs the tests with a fresh copy of
+  the builtins; it writes the verdict with functions captured before the program ran.
+- overriding the test function (`def check(...)`): the tests are executed after the program, so
+  their definitions win, and `check` is taken from the tests' namespace.
+- reaching the harness through the call stack (`sys._getframe().f_back...`): writing to frame
+  `f_locals` does not change a running function's locals, and the verdict function refuses (and
+  reports "tampered") unless its caller is the harness's own `main` frame.
+- killing its parent or process group: inside the pid namespace the parent is the harness, pid 1,
+  which ignores signals from inside its namespace; outside it, the executor's threads are not
+  reachable (other pid namespace, other uid). A run without a verdict is a failure, never a crash
+  of the batch: every sample gets a verdict.
+Not defended (documented limits): the asserts run in the program's own interpreter, so a program
+written against this harness (finding the pipe's fd number and the nonce in memory, e.g. with
+`gc` or `ctypes`, and writing a forged line) or returning objects whose `__eq__` always answers
+True can still forge a pass; results are for measuring models, not a security boundary against
+an adversary who studies this file. Files readable by every user remain readable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+RUNNER = Path(__file__).with_name("sandbox_runner.py")
+HARNESS_VERSION = "codeblock-sandbox-1"
+_NS_FLAGS = ["--net", "--pid", "--mount", "--fork", "--mount-proc", "--kill-child"]
+_SAFE_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "LC_ALL": "C.UTF-8",
+    "PYTHONHASHSEED": "0",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "MPLBACKEND": "Agg",
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout_s: float = 10.0  # wall clock; the CPU-time limit is the same number of seconds
+    memory_mb: int = 2048
+    fsize_mb: int = 64
+    nproc: int = 64
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"timeout_s": self.timeout_s, "memory_mb": self.memory_mb, "fsize_mb": self.fsize_mb,
+                "nproc": self.nproc}
+
+
+@dataclass
+class Task:
+    """One program to run: `program` is the full candidate source; the rest comes from the problem."""
+
+    key: str  # caller's id (task_id, or task_id#sample)
+    program: str
+    test: str
+    test_format: str
+    entry_point: str
+    setup: str = ""
+    reference: str = ""  # evalplus: canonical program computing the expected outputs
+    inputs: list | None = None  # evalplus inputs
+    atol: float = 0.0
+    libs: list[str] = field(default_factory=list)
+    timeout_s: float | None = None  # overrides Limits.timeout_s
+
+
+@dataclass
+class Verdict:
+    key: str
+    status: str  # passed | failed | timeout
+    error: str | None  # None when passed; else an error class (assertion, timeout, missing_library, ...)
+    detail: str
+    duration_s: float
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+
+# ---------------------------------------------------------------------------------------------
+# Isolation mode detection
+
+_MODE_CACHE: dict[str, str] = {}
+
+
+def _probe(cmd: list[str]) -> bool:
+    try:
+        r = subprocess.run(cmd + ["true"], capture_output=True, timeout=20)
+        return r.returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def isolation_mode(requested: str = "auto") -> str:
+    """'namespaces' (root + unshare), 'userns' (unprivileged user namespaces) or 'none'."""
+    if requested == "none":
+        return "none"
+    if requested not in _MODE_CACHE:
+        unshare = shutil.which("unshare")
+        mode = "none"
+        if unshare and sys.platform.startswith("linux"):
+            if os.geteuid() == 0 and _probe([unshare, *_NS_FLAGS]):
+                mode = "namespaces"
+            elif _probe([unshare, "--user", "--map-root-user", *_NS_FLAGS]):
+                mode = "userns"
+        _MODE_CACHE[requested] = mode
+    mode = _MODE_CACHE[requested]
+    if requested == "namespaces" and mode == "none":
+        raise RuntimeError("eval.isolation=namespaces but `unshare --net --pid --mount` is not permitted here")
+    return mode
+
+
+# ---------------------------------------------------------------------------------------------
+# Process helpers
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for t in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{t}/children") as fh:
+                out += [int(x) for x in fh.read().split()]
+    except OSError:
+        pass
+    return out
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a process and every descendant still attached to it (namespace inits included)."""
+    seen, stack = [], [pid]
+    while stack:
+        p = stack.pop()
+        seen.append(p)
+        stack.extend(_children(p))
+    for p in reversed(seen):
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _kill_uid(uid: int) -> None:
+    """As root: kill every process of `uid` (a forked helper becomes that uid and kill(-1)s)."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            os.setgid(uid)
+            os.setuid(uid)
+            for _ in range(50):
+                try:
+                    os.kill(-1, signal.SIGKILL)  # everything this uid may signal, except us
+                except ProcessLookupError:
+                    break
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def _site_dirs() -> list[str]:
+    import site
+
+    return [p for p in site.getsitepackages() if os.path.isdir(p)]
+
+
+def _world_readable_runtime() -> bool:
+    for p in (sys.base_prefix, sys.prefix):
+        parts = os.path.realpath(p).strip("/").split("/")
+        for i in range(1, len(parts) + 1):
+            if not os.stat("/" + "/".join(parts[:i])).st_mode & 0o001:
+                return False
+    return True
+
+
+def _user_process_count() -> int:
+    uid, n = os.getuid(), 0
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                if os.stat(f"/proc/{d}").st_uid == uid:
+                    n += 1
+            except OSError:
+                pass
+    return n
+
+
+# ---------------------------------------------------------------------------------------------
+# The executor
+
+
+class Executor:
+    """Runs `Task`s in parallel sandboxes; `run` returns one `Verdict` per task, in order."""
+
+    def __init__(self, limits: Limits, workers: int = 2, isolation: str = "auto", sandbox_uid: int = 60100,
+                 python: str | None = None):
+        self.limits = limits
+        self.workers = max(1, int(workers))
+        self.mode = isolation_mode(isolation)
+        self.sandbox_uid = sandbox_uid
+        self.python = python or sys.executable
+        self._unshare = shutil.which("unshare") or "unshare"
+
+    def describe(self) -> dict[str, Any]:
+        return {"harness_version": HARNESS_VERSION, "isolation": self.mode, "workers": self.workers,
+                "limits": self.limits.as_dict(), "uid_switch": os.geteuid() == 0 and self.mode != "userns"}
+
+    def run(self, tasks: Sequence[Task], progress: bool = True, desc: str = "execute",
+            on_verdict: Callable[[Verdict], None] | None = None) -> list[Verdict]:
+        from tqdm import tqdm
+
+        slots: queue.Queue[int] = queue.Queue()
+        for i in range(self.workers):
+            slots.put(i)
+        jobdir = tempfile.mkdtemp(prefix="codeblock-jobs-")  # 0700: the sandboxed uid cannot read it
+        bar = tqdm(total=len(tasks), desc=desc, disable=not progress, unit="prog")
+        lock = threading.Lock()
+
+        def one(i_task: tuple[int, Task]) -> Verdict:
+            i, task = i_task
+            slot = slots.get()
+            try:
+                v = self._run_one(task, slot, os.path.join(jobdir, f"{i}.json"))
+            except Exception as e:  # a harness bug must not lose the sample: it is reported as such
+                v = Verdict(task.key, "failed", "harness_error", f"{type(e).__name__}: {e}", 0.0)
+            finally:
+                slots.put(slot)
+            with lock:
+                bar.update(1)
+                if on_verdict:
+                    on_verdict(v)
+            return v
+
+        try:
+            with ThreadPoolExecutor(self.workers) as pool:
+                return list(pool.map(one, enumerate(tasks)))
+        finally:
+            bar.close()
+            shutil.rmtree(jobdir, ignore_errors=True)
+
+    # -- one program ---------------------------------------------------------------------------
+
+    def _job(self, task: Task, slot: int, nonce: str, timeout: float) -> dict[str, Any]:
+        job: dict[str, Any] = {
+            "nonce": nonce, "format": task.test_format, "entry_point": task.entry_point,
+            "program": task.program, "test": task.test, "setup": task.setup, "reference": task.reference,
+            "inputs": json.dumps(task.inputs) if task.inputs is not None else None, "atol": task.atol,
+            "libs": list(task.libs), "cpu_s": timeout, "memory_mb": self.limits.memory_mb,
+            "fsize_mb": self.limits.fsize_mb, "nproc": self.limits.nproc, "env": dict(_SAFE_ENV),
+            "mount_tmp": self.mode != "none", "uid": None, "workdir": None,
+            "runtime_paths": sorted({sys.base_prefix, sys.prefix, str(RUNNER.parent), *_site_dirs()}),
+        }
+        # as root, run as an unprivileged uid; in "none" mode only when that uid can read the runtime
+        if os.geteuid() == 0 and (self.mode == "namespaces" or (self.mode == "none" and _world_readable_runtime())):
+            job["uid"] = self.sandbox_uid + slot
+        if self.mode == "userns":
+            job["nproc"] = _user_process_count() + self.limits.nproc
+        return job
+
+    def _run_one(self, task: Task, slot: int, job_path: str) -> Verdict:
+        timeout = float(task.timeout_s or self.limits.timeout_s)
+        nonce = secrets.token_hex(16)
+        job = self._job(task, slot, nonce, timeout)
+        workdir = None
+        if self.mode == "none":
+            workdir = tempfile.mkdtemp(prefix="codeblock-sbx-")
+            job["workdir"] = workdir
+        with open(os.open(job_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
+            json.dump(job, fh)
+        r, w = os.pipe()
+        cmd = [self.python, "-I", str(RUNNER), str(w), job_path]
+        if self.mode == "namespaces":
+            cmd = [self._unshare, *_NS_FLAGS, *cmd]
+        elif self.mode == "userns":
+            cmd = [self._unshare, "--user", "--map-root-user", *_NS_FLAGS, *cmd]
+        t0 = time.monotonic()
+        timed_out = False
+        try:
+            proc = subprocess.Popen(cmd, pass_fds=(w,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, env=dict(_SAFE_ENV), start_new_session=True,
+                                    cwd="/")
+        finally:
+            os.close(w)
+        chunks: list[bytes] = []
+        reader = threading.Thread(target=_drain, args=(r, chunks), daemon=True)
+        reader.start()
+        try:
+            # interpreter start-up and namespace set-up are not the program's time
+            proc.wait(timeout=timeout + 2.0)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        finally:
+            self._cleanup(proc, job.get("uid"))
+            reader.join(timeout=2.0)
+            if workdir:
+                shutil.rmtree(workdir, ignore_errors=True)
+            Path(job_path).unlink(missing_ok=True)
+        dt = time.monotonic() - t0
+        return _decide(task.key, b"".join(chunks), nonce, proc.returncode, timed_out, dt, timeout)
+
+    def _cleanup(self, proc: subprocess.Popen, uid: int | None) -> None:
+        _kill_tree(proc.pid)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait()
+        if self.mode == "none" and uid is not None:
+            _kill_uid(uid)  # setsid daemons that left the process group
+
+
+def _drain(fd: int, out: list[bytes], cap: int = 1 << 16) -> None:
+    total = 0
+    try:
+        while True:
+            b = os.read(fd, 8192)
+            if not b:
+                break
+            if total < cap:
+                out.append(b[: cap - total])
+            total += len(b)
+    except OSError:
+        pass
+    finally:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _decide(key: str, data: bytes, nonce: str, rc: int | None, timed_out: bool, dt: float,
+            timeout: float) -> Verdict:
+    lines = [ln for ln in data.decode("utf-8", "replace").splitlines() if ln.strip()]
+    if timed_out and not lines:
+        return Verdict(key, "timeout", "timeout", f"wall-clock limit {timeout:g}s exceeded", dt)
+    if not lines:
+        if dt >= timeout or rc in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
+            return Verdict(key, "timeout", "timeout", f"CPU limit {timeout:g}s exceeded (rc={rc})", dt)
+        return Verdict(key, "failed", "no_verdict", f"the program ended the harness before its tests finished "
+                       f"(rc={rc})", dt)
+    if len(lines) > 1:
+        return Verdict(key, "failed", "tampered", f"{len(lines)} verdict lines on the verdict pipe", dt)
+    try:
+        msg = json.loads(lines[0])
+        ok = isinstance(msg, dict) and secrets.compare_digest(str(msg.get("nonce")), nonce)
+    except (ValueError, TypeError):
+        ok = False
+    if not ok or msg.get("status") not in ("passed", "failed"):
+        return Verdict(key, "failed", "tampered", "a verdict line without this run's nonce", dt)
+    if msg["status"] == "passed":
+        return Verdict(key, "passed", None, "", dt)
+    return Verdict(key, "failed", str(msg.get("error") or "unknown"), str(msg.get("detail") or ""), dt)
+
+
+def limits_from_cfg(cfg, timeout_s: float | None = None) -> Limits:
+    e = cfg.eval
+    return Limits(timeout_s=float(timeout_s or e.timeout_s or 10.0), memory_mb=e.memory_mb, fsize_mb=e.fsize_mb,
+                  nproc=e.nproc)
+
+
+def executor_from_cfg(cfg, timeout_s: float | None = None) -> Executor:
+    return Executor(limits_from_cfg(cfg, timeout_s), workers=cfg.eval.workers, isolation=cfg.eval.isolation,
+                    sandbox_uid=cfg.eval.sandbox_uid)
