@@ -11,7 +11,9 @@ For the `codeblock` method (METHOD.md section 5):
                the rest (plus any prose share left unused) is filled with WHOLE items by
                decreasing P. An item is taken when it fits, or when it overshoots the remaining
                budget by less than half its own size (so small per-sample budgets are met on average
-               instead of always undershot).
+               instead of always undershot). With scope = per_sample and a small budget, a sample
+               whose smallest eligible item exceeds 1.5x its budget gets no code, so the global ratio
+               lands below select.budget; the global scope meets it.
 Labels: -100 everywhere except the selected response tokens; prompt tokens are always -100.
 
 Every method (this one and those in codeblock/baselines.py) returns a `Selection`, and
