@@ -417,9 +417,9 @@ def load_config(
             raise ConfigError(f"{p}: not valid YAML: {e}") from e
     if profile:
         pp = Path(profile)
-        if not pp.exists():
+        if not pp.is_file():  # a name (smoke), not a file; a folder named like it is no profile
             pp = Path(path or ".").parent / "profiles" / f"{profile}.yaml"
-        if not pp.exists():
+        if not pp.is_file():
             raise ConfigError(f"profile {profile!r}: no file {profile} nor {pp}")
         tree = _merge(tree, yaml.safe_load(pp.read_text()) or {})
     for ov in overrides or []:
