@@ -342,8 +342,9 @@ def run_train(cfg, method: str | None = None, fresh: bool = False) -> dict:
                  "%d micro-batches, %s%s", method, data.stats["kept"], data.stats["dropped"],
                  data.stats["dropped_no_supervision"], data.stats["dropped_truncated"], len(batches),
                  cfg.train.finetune, f", resuming from {resume}" if resume else "")
+        # No tokenizer in the checkpoints (resume does not need it): it is saved with the final model.
         trainer = build_trainer(cfg, model, MicroBatches(data, batches), ckpt_dir, pad_token_id=tok.pad_token_id,
-                                tokenizer=tok, callbacks=[_StepLogger(tr)], args=args)
+                                callbacks=[_StepLogger(tr)], args=args)
         result = trainer.train(resume_from_checkpoint=resume)
 
         # Final weights: every process calls save_model (FSDP gathers), the main one writes.
