@@ -231,9 +231,9 @@ class _Server:
         self.ex, self.slot = ex, slot
         cmd = [ex.python, "-I", str(RUNNER)]
         if ex.mode == "namespaces":
-            cmd = [ex._unshare, "--net", "--mount", "--pid", "--fork", "--kill-child", *cmd]
+            cmd = [ex._unshare, "--net", "--mount", "--pid", "--fork", "--mount-proc", "--kill-child", *cmd]
         elif ex.mode == "userns":
-            cmd = [ex._unshare, "--user", "--map-root-user", "--net", "--mount", "--pid", "--fork", "--kill-child",
+            cmd = [ex._unshare, "--user", "--map-root-user", "--net", "--mount", "--pid", "--fork", "--mount-proc", "--kill-child",
                    *cmd]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      env=dict(_SAFE_ENV), start_new_session=True, cwd="/", text=True, bufsize=1)

@@ -346,7 +346,7 @@ def _kill_all(pid):
         p = stack.pop()
         seen.append(p)
         stack.extend(_children(p))
-    for p in reversed(seen):
+    for p in seen:  # top-down: a namespace init first takes its whole namespace with it
         try:
             os.kill(p, signal.SIGKILL)
         except OSError:
@@ -400,9 +400,15 @@ def _serve_one(job):
                 chunks.append(b)
         if pidfd in ready:
             break
-    _kill_all(pid)
-    if not new_ns and job.get("uid") is not None:
-        _kill_uid(job["uid"])
+    if new_ns:
+        # kill the namespace init (C1's child), not C1: C1 reaps it, and the init's exit returns
+        # only once the kernel has killed and reaped every process of the pid namespace
+        for child in _children(pid):
+            _kill_all(child)
+    else:
+        _kill_all(pid)
+        if job.get("uid") is not None:
+            _kill_uid(job["uid"])
     _, status = os.waitpid(pid, 0)
     os.set_blocking(r, False)
     try:

@@ -1,0 +1,5 @@
+# expect: timeout
+# The candidate itself never returns.
+def add(a, b):
+    while True:
+        a += 1

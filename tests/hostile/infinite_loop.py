@@ -1,0 +1,4 @@
+# expect: timeout
+# An infinite loop at import time.
+while True:
+    pass
