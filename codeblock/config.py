@@ -248,7 +248,7 @@ class PipelineConfig:
     task_timeout_s: float = f(7200.0, "Prefect timeout of one stage task, in seconds (0 = none).")
     promote_champion: bool = f(True, "After a compare run, give the best method's model the @champion alias.")
     champion_metric: str = f("pass_at_1/avg", "Metric (as in the compare table) that picks the champion.")
-    compare_dir: str = f("metrics", "Git-tracked folder of the comparison: summary.json and plot data.")
+    compare_dir: str = f("results", "Git-tracked folder of the comparison: summary.json, compare.md and plot data.")
 
 
 @dataclass

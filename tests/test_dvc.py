@@ -92,7 +92,7 @@ def test_smoke_through_dvc_then_an_experiment(tmp_path):
     lock = yaml.safe_load((repo / "pipelines/smoke/dvc.lock").read_text())["stages"]
     assert {"data", "filter", "segment", "score", "select@codeblock", "select@full", "train@codeblock",
             "train@full", "evaluate@codeblock", "evaluate@full", "report", "compare"} <= set(lock)
-    summary = json.loads((repo / "smoke/metrics/summary.json").read_text())
+    summary = json.loads((repo / "smoke/results/summary.json").read_text())
     for m in ("codeblock", "full"):
         assert "pass_at_1/avg" in summary[m], summary
         assert 0 <= summary[m]["pass_at_1/avg"] <= 1
@@ -109,6 +109,6 @@ def test_smoke_through_dvc_then_an_experiment(tmp_path):
     assert exps, shown
     data = exps[0]["revs"][0]["data"]
     assert data["params"]["params.yaml"]["data"]["select"]["budget"] == 0.05
-    metrics = data["metrics"]["smoke/metrics/summary.json"]["data"]
+    metrics = data["metrics"]["smoke/results/summary.json"]["data"]
     assert "pass_at_1/avg" in metrics["codeblock"]
     assert metrics["codeblock"]["supervision/supervised_ratio"] != summary["codeblock"]["supervision/supervised_ratio"]

@@ -151,5 +151,5 @@ def test_smoke_deployment_on_a_process_worker(tmp_path):
                   for r in runs if r.data.tags.get("mlflow.parentRunId") == mr.info.run_id}
         assert {"select", "train", "evaluate"} <= stages, (m, stages)
     assert any(k.startswith("codeblock/pass_at_1/") for k in top.data.metrics), top.data.metrics
-    table = (repo / "smoke/metrics/compare.md").read_text()
+    table = (repo / "smoke/results/compare.md").read_text()
     assert "| codeblock |" in table and "| full |" in table
