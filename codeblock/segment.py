@@ -49,6 +49,9 @@ import argparse
 import re
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
+from itertools import chain
+
+import numpy as np
 
 from codeblock.languages import LanguageSpec, get_spec, parser_for
 
@@ -154,35 +157,52 @@ _STOP_WORDS = frozenset(
 _MD_CHARS = "#*_>`~-=|[](){}!:;,.?\"'/\\+<>^$%&@ \t\r\n"
 
 
-class TokenSpans:
-    """Response token spans with surrounding whitespace trimmed, for bisect lookups."""
+_IS_SPACE = np.array([chr(c).isspace() for c in range(0x3002)], dtype=bool)  # last entry: any higher code point
 
-    __slots__ = ("starts", "ends", "n", "text")
+
+class TokenSpans:
+    """Response token spans with surrounding whitespace trimmed, for bisect lookups.
+
+    Vectorised: `nxt[i]` is the first non-space char at or after i, `prv[i]` one past the last
+    non-space char before i; a token (a, b) becomes (nxt[a], prv[b]) unless it is all whitespace."""
+
+    __slots__ = ("starts", "ends", "n", "text", "ts", "te")
 
     def __init__(self, response: str, offsets):
-        starts, ends = [], []
-        for a, b in offsets:
-            piece = response[a:b]
-            s = piece.strip()
-            if s and len(s) != len(piece):
-                a = a + (len(piece) - len(piece.lstrip()))
-                b = a + len(s)
-            starts.append(a)
-            ends.append(b)
-        self.starts, self.ends, self.n, self.text = starts, ends, len(starts), response
+        n = len(offsets)
+        self.n, self.text = n, response
+        if n == 0:
+            self.starts, self.ends = [], []
+            self.ts = self.te = np.zeros(0, dtype=np.int64)
+            return
+        off = np.fromiter(chain.from_iterable(offsets), dtype=np.int64, count=2 * n).reshape(n, 2)
+        a, b = off[:, 0], off[:, 1]
+        cps = np.frombuffer(response.encode("utf-32-le"), dtype=np.uint32)
+        solid = ~_IS_SPACE[np.minimum(cps, len(_IS_SPACE) - 1)]
+        L = len(cps)
+        idx = np.arange(L + 1, dtype=np.int64)
+        nxt = np.where(np.append(solid, True), idx, L)
+        nxt = np.minimum.accumulate(nxt[::-1])[::-1]  # first solid char >= i (L if none)
+        prv = np.where(np.insert(solid, 0, True), idx, 0)
+        prv = np.maximum.accumulate(prv)  # one past the last solid char < i (0 if none)
+        ts, te = nxt[a], prv[b]
+        blank = ts >= b
+        self.ts, self.te = np.where(blank, a, ts), np.where(blank, b, te)
+        self.starts, self.ends = self.ts.tolist(), self.te.tolist()
+
+    def touching(self, spans: list[tuple[int, int]]) -> np.ndarray:
+        """Bool per token: its span overlaps one of the char `spans`."""
+        mark = np.zeros(len(self.text) + 1, dtype=np.int32)
+        for a, b in spans:
+            mark[a:b] = 1
+        cum = np.concatenate(([0], np.cumsum(mark)))
+        return cum[self.te] > cum[self.ts]
 
     def inside(self, cs: int, ce: int) -> tuple[int, int]:
         """[lo, hi): tokens whose span lies wholly inside chars [cs, ce)."""
         lo = bisect_left(self.starts, cs)
         hi = bisect_right(self.ends, ce, lo)
         return lo, max(lo, hi)
-
-    def overlapping(self, cs: int, ce: int, lo: int = 0, hi: int | None = None) -> range:
-        """Tokens in [lo, hi) overlapping chars [cs, ce)."""
-        hi = self.n if hi is None else hi
-        a = bisect_right(self.ends, cs, lo, hi)
-        b = bisect_left(self.starts, ce, a, hi)
-        return range(a, b)
 
     def eligible_prose(self, lo: int, hi: int) -> list[int]:
         out = []
@@ -207,6 +227,7 @@ class Item:
     byte_end: int
     tokens: list[int] = field(default_factory=list)
     core: list[int] = field(default_factory=list)
+    tok_range: tuple[int, int] = (0, 0)  # tokens wholly inside [char_start, char_end)
 
 
 class _BlockItemiser:
@@ -217,6 +238,8 @@ class _BlockItemiser:
         self.spec, self.code, self.base, self.b2c = spec, code, char_base, b2c
         self.toks, self.max_tokens, self.block = toks, max_item_tokens, block_index
         self.items: list[Item] = []
+        self.core_spans: list[tuple[int, int]] = []
+        self.comment_spans: list[tuple[int, int]] = []
         self.errors = 0
         self.containers = set(spec.containers)
         self.comments = set(spec.comments)
@@ -284,45 +307,50 @@ class _BlockItemiser:
         cs, ce = self.c(b0), self.c(b1)
         if ce > self.limit:  # truncated by max_length: not a whole item any more
             return
-        toks = self.toks
-        lo, hi = toks.inside(cs, ce)
+        lo, hi = self.toks.inside(cs, ce)
         if hi <= lo:
             return
-        core_spans, comment_spans = self._leaves(roots)
-        drop = set()
-        for a, b in comment_spans:
-            drop.update(toks.overlapping(a, b, lo, hi))
-        core = set()
-        for a, b in core_spans:
-            core.update(toks.overlapping(a, b, lo, hi))
-        tokens = [k for k in range(lo, hi) if k not in drop] if drop else list(range(lo, hi))
-        if not tokens:
-            return
-        core_list = sorted(core - drop)
-        self.items.append(Item(self.block, kind, cs, ce, b0, b1, tokens, core_list))
+        self._leaves(roots)
+        self.items.append(Item(self.block, kind, cs, ce, b0, b1, tok_range=(lo, hi)))
 
-    def _leaves(self, roots):
-        """Char spans of core-logic leaves and of comments under `roots`."""
-        core, comments = [], []
-        spec = self.spec
+    def _leaves(self, roots) -> None:
+        """Add the char spans of core-logic leaves and of comments under `roots`."""
+        core, comments, c = self.core_spans, self.comment_spans, self.c
+        comment_t, atomic, punct = self.comments, self.atomic, self.punct
+        doc_stmt, doc_child = self.spec.docstring_statement, self.spec.docstring_child
         stack = list(reversed(roots))
+        pop, extend = stack.pop, stack.extend
         while stack:
-            n = stack.pop()
+            n = pop()
             t = n.type
-            if t in self.comments:
-                comments.append((self.c(n.start_byte), self.c(n.end_byte)))
-                continue
-            if t in self.atomic:
-                core.append((self.c(n.start_byte), self.c(n.end_byte)))
-                continue
-            if n.child_count == 0:
-                if t not in self.punct and n.end_byte > n.start_byte and t != "ERROR":
-                    core.append((self.c(n.start_byte), self.c(n.end_byte)))
-                continue
-            if t == spec.docstring_statement and n.named_child_count == 1 and n.named_children[0].type == spec.docstring_child:
+            if t in comment_t:
+                comments.append((c(n.start_byte), c(n.end_byte)))
+            elif t in atomic:
+                core.append((c(n.start_byte), c(n.end_byte)))
+            elif n.child_count == 0:
+                if t not in punct and n.end_byte > n.start_byte and t != "ERROR":
+                    core.append((c(n.start_byte), c(n.end_byte)))
+            elif t == doc_stmt and n.named_child_count == 1 and n.named_children[0].type == doc_child:
                 continue  # a bare string statement: a docstring, no program meaning
-            stack.extend(reversed(n.children))
-        return core, comments
+            else:
+                extend(reversed(n.children))
+
+
+def assign_tokens(items: list[Item], toks: TokenSpans, core_spans, comment_spans) -> list[Item]:
+    """Resolve each item's token range into its tokens (minus comment tokens) and core tokens."""
+    if not items:
+        return items
+    is_comment = toks.touching(comment_spans)
+    is_core = toks.touching(core_spans) & ~is_comment
+    keep = []
+    for it in items:
+        lo, hi = it.tok_range
+        rng = np.arange(lo, hi)
+        tokens = rng[~is_comment[lo:hi]]
+        if len(tokens):
+            it.tokens, it.core = tokens.tolist(), rng[is_core[lo:hi]].tolist()
+            keep.append(it)
+    return keep
 
 
 def _byte_to_char(code: str, data: bytes):
@@ -378,11 +406,12 @@ def segment_response(response: str, offsets, *, max_item_tokens: int = 64, defau
         it = _BlockItemiser(spec, data, r.start, _byte_to_char(code, data), toks, max_item_tokens, bi)
         it.visit_container(tree.root_node)
         errors += it.errors
-        items.extend(it.items)
-        if dataflow and spec.name in df.ANALYSERS and it.items:
-            rb = df.reach_bridge(tree.root_node, [(x.byte_start, x.byte_end) for x in it.items], spec.name)
+        found = assign_tokens(it.items, toks, it.core_spans, it.comment_spans)
+        items.extend(found)
+        if dataflow and spec.name in df.ANALYSERS and len(found) > 1:
+            rb = df.reach_bridge(tree.root_node, [(x.byte_start, x.byte_end) for x in found], spec.name)
         else:
-            rb = ([0.0] * len(it.items), [0.0] * len(it.items))
+            rb = ([0.0] * len(found), [0.0] * len(found))
         reach.extend(rb[0])
         bridge.extend(rb[1])
     prose: list[int] = []

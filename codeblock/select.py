@@ -31,6 +31,7 @@ import csv
 import io
 import logging
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -70,11 +71,18 @@ class Selection:
 def percentile_rank(u: np.ndarray) -> np.ndarray:
     """Average-rank percentile in (0, 1] of each finite value; NaN stays 0."""
     out = np.zeros(len(u), dtype=np.float64)
-    ok = np.isfinite(u)
-    if ok.any():
-        from scipy.stats import rankdata
-
-        out[ok] = rankdata(u[ok], method="average") / ok.sum()
+    ok = np.flatnonzero(np.isfinite(u))
+    if len(ok):
+        v = u[ok]
+        order = np.argsort(v, kind="stable")
+        sv = v[order]
+        new = np.r_[True, sv[1:] != sv[:-1]]
+        starts = np.flatnonzero(new)
+        counts = np.diff(np.r_[starts, len(sv)])
+        avg = starts + (counts + 1) / 2.0  # 1-based average rank of each tie group
+        ranks = np.empty(len(v))
+        ranks[order] = avg[np.cumsum(new) - 1]
+        out[ok] = ranks / len(v)
     return out
 
 
@@ -234,7 +242,8 @@ def join_scores(segments: list[dict], scores: dict[str, dict], path: str = "segm
         sc = scores.get(r["id"])
         if sc is None:
             raise BadRowError(path, k, "id", f"sample {r['id']!r} has no score (run `codeblock score`)")
-        if list(sc["input_ids"]) != list(r["input_ids"]) or int(sc["response_start"]) != r["response_start"]:
+        if int(sc["response_start"]) != r["response_start"] or not np.array_equal(
+                np.asarray(sc["input_ids"], dtype=np.int64), np.asarray(r["input_ids"], dtype=np.int64)):
             raise BadRowError(path, k, "input_ids", f"sample {r['id']!r}: scored and segmented tokenizations differ "
                               "(score.max_length or the model changed; re-run segment and score)")
         g = np.asarray(sc["gce"], dtype=np.float64)
@@ -253,22 +262,30 @@ def _sample(r: dict) -> Sample:
 
 
 def item_table(segments: list[dict], gce: list[np.ndarray], aggregate: str) -> dict[str, np.ndarray]:
-    """Flat per-item arrays over the dataset: sample, local index, size, U, Reach, Bridge."""
-    agg = {"mean": np.mean, "sum": np.sum, "max": np.max}[aggregate]
-    sample, local, size, util, reach, bridge = [], [], [], [], [], []
-    for si, (r, g) in enumerate(zip(segments, gce)):
-        for li, (toks, core) in enumerate(zip(r["item_tokens"], r["item_core"])):
-            sample.append(si)
-            local.append(li)
-            size.append(len(toks))
-            util.append(float(agg(g[core])) if core else np.nan)
-        reach.extend(r["item_reach"])
-        bridge.extend(r["item_bridge"])
-    return {
-        "sample": np.asarray(sample, dtype=np.int64), "local": np.asarray(local, dtype=np.int64),
-        "size": np.asarray(size, dtype=np.int64), "U": np.asarray(util, dtype=np.float64),
-        "reach": np.asarray(reach, dtype=np.float64), "bridge": np.asarray(bridge, dtype=np.float64),
-    }
+    """Flat per-item arrays over the dataset: sample, local index, size, U, Reach, Bridge (vectorised)."""
+    n_items = np.fromiter((len(r["item_tokens"]) for r in segments), dtype=np.int64, count=len(segments))
+    sample = np.repeat(np.arange(len(segments)), n_items)
+    local = np.arange(int(n_items.sum())) - np.repeat(np.cumsum(n_items) - n_items, n_items)
+    size = np.fromiter((len(t) for r in segments for t in r["item_tokens"]), dtype=np.int64, count=len(sample))
+    n_core = np.fromiter((len(c) for r in segments for c in r["item_core"]), dtype=np.int64, count=len(sample))
+    # every core token as an index into the concatenation of all samples' scores
+    tok_base = np.cumsum([0] + [len(g) for g in gce])[:-1]
+    flat_g = np.concatenate(gce) if gce else np.zeros(0)
+    core = np.fromiter(chain.from_iterable(c for r in segments for c in r["item_core"]), dtype=np.int64,
+                       count=int(n_core.sum()))
+    vals = flat_g[core + np.repeat(tok_base[sample], n_core)] if len(core) else np.zeros(0)
+    util = np.full(len(sample), np.nan)
+    has = n_core > 0
+    if has.any():
+        starts = (np.cumsum(n_core) - n_core)[has]
+        if aggregate == "max":
+            util[has] = np.maximum.reduceat(vals, starts)
+        else:
+            sums = np.add.reduceat(vals, starts)
+            util[has] = sums / n_core[has] if aggregate == "mean" else sums
+    reach = np.fromiter(chain.from_iterable(r["item_reach"] for r in segments), dtype=np.float64, count=len(sample))
+    bridge = np.fromiter(chain.from_iterable(r["item_bridge"] for r in segments), dtype=np.float64, count=len(sample))
+    return {"sample": sample, "local": local, "size": size, "U": util, "reach": reach, "bridge": bridge}
 
 
 def _groups(scope: str, n_samples: int, keys: np.ndarray) -> list[np.ndarray]:
