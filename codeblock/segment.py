@@ -514,13 +514,16 @@ def segment_rows(cfg, rows, workers: int | None = None, chunk: int = 64, progres
             out.extend(_work(b))
             bar.update(len(b))
     else:
+        import copy
         import multiprocessing as mp
 
         from codeblock.models import resolve_model_path
 
-        resolve_model_path(cfg.model.name_or_path, cfg.model)  # convert/cache once, before forking
-        ctx = mp.get_context("forkserver") if "fork" not in mp.get_all_start_methods() else mp.get_context("fork")
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg,)) as pool:
+        # convert/cache the model once, before the workers start; they open the resolved folder
+        wcfg = copy.deepcopy(cfg)
+        wcfg.model.name_or_path = resolve_model_path(cfg.model.name_or_path, cfg.model)
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(wcfg,)) as pool:
             for res in pool.imap(_work, batches):
                 out.extend(res)
                 bar.update(len(res))
