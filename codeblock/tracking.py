@@ -182,9 +182,11 @@ class ParentRun:
 
 
 @contextlib.contextmanager
-def parent_run(cfg, name: str, tags: dict[str, Any] | None = None, parent_id: str | None = None) -> Iterator[ParentRun]:
+def parent_run(cfg, name: str, tags: dict[str, Any] | None = None, parent_id: str | None = None,
+               lock_path: str | os.PathLike = "dvc.lock") -> Iterator[ParentRun]:
     """A pipeline-level run: stages started while it is open nest under it. Nests under
-    `parent_id` (or the inherited CODEBLOCK_PARENT_RUN_ID) when given; FAILED on an exception."""
+    `parent_id` (or the inherited CODEBLOCK_PARENT_RUN_ID) when given; FAILED on an exception.
+    Tagged with the git commit and the stage hashes of `lock_path` (when it exists)."""
     if not cfg.tracking.enabled:
         yield ParentRun()
         return
@@ -192,7 +194,7 @@ def parent_run(cfg, name: str, tags: dict[str, Any] | None = None, parent_id: st
     client = mlflow.MlflowClient()
     exp = mlflow.get_experiment_by_name(cfg.tracking.experiment)
     parent_id = parent_id or os.environ.get(PARENT_ENV)
-    all_tags = {"git_commit": git_commit(), **dvc_lock_tags(), **(tags or {})}
+    all_tags = {"git_commit": git_commit(), **dvc_lock_tags(lock_path), **(tags or {})}
     if parent_id:
         all_tags["mlflow.parentRunId"] = parent_id
     run = client.create_run(exp.experiment_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()})

@@ -20,16 +20,20 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
+# The embedded (ephemeral) Prefect server would try to send telemetry; this project runs offline.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from codeblock.config import Config, load_config
-from codeblock.io import sha256_path
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.artifacts import create_link_artifact, create_markdown_artifact  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+from codeblock.config import Config, load_config  # noqa: E402
+from codeblock.io import sha256_path  # noqa: E402
 
 # stage -> (module, function). The signatures are the stage contract (see each module).
 STAGES: dict[str, tuple[str, str]] = {
@@ -113,6 +117,11 @@ def _model_dir(train_result: dict[str, Any], cfg: Config, method: str) -> str:
     return str(Path(cfg.paths.runs_dir) / method / "model")
 
 
+def _lock_path(profile: str | None) -> str:
+    """The dvc.lock of the pipeline this config belongs to (pipelines/<profile>/ for a profile)."""
+    return f"pipelines/{profile}/dvc.lock" if profile else "dvc.lock"
+
+
 def _flow_run_id() -> str:
     from prefect.runtime import flow_run
 
@@ -138,7 +147,8 @@ def pipeline(method: str = "codeblock", params: str = "params.yaml", profile: st
     cfg = load(ref)
     results: list[dict[str, Any]] = []
     with parent_run(cfg, f"method-{method}", tags={"method": method, "prefect.flow_run_id": _flow_run_id(),
-                                                   "codeblock.profile": profile or "default"}) as pr:
+                                                   "codeblock.profile": profile or "default"},
+                    lock_path=_lock_path(profile)) as pr:
         if prepare:
             results += prepare_stages(cfg, ref, [method])
         sel = _run("select", cfg, ref, method)
@@ -164,7 +174,8 @@ def compare(methods: list[str] | None = None, params: str = "params.yaml", profi
     methods = list(methods or cfg.pipeline.methods)
     logger = get_run_logger()
     with parent_run(cfg, "pipeline", tags={"methods": ",".join(methods), "prefect.flow_run_id": _flow_run_id(),
-                                           "codeblock.profile": profile or "default"}) as pr:
+                                           "codeblock.profile": profile or "default"},
+                    lock_path=_lock_path(profile)) as pr:
         pr.log_params({"params": params, "profile": profile or "", "overrides": " ".join(ref["overrides"])})
         prepare_stages(cfg, ref, methods)
         per_method = {m: pipeline(method=m, params=params, profile=profile, overrides=ref["overrides"],
