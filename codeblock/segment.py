@@ -59,7 +59,7 @@ from codeblock.languages import LanguageSpec, get_spec, parser_for
 # Markdown fences
 
 _LINE_RE = re.compile(r"[^\n]*\n|[^\n]+")
-_FENCE_OPEN_RE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
+_FENCE_OPEN_RE = re.compile(r"^( *)(`{3,}|~{3,})(.*)$")
 _MARKDOWN_TAGS = {"markdown", "md"}
 
 
@@ -69,6 +69,7 @@ class Region:
     start: int  # char span in the text (code: the code only, fence lines excluded)
     end: int
     lang: str = ""  # fence info string's first word (code only)
+    indent: int = 0  # spaces before the opening fence: removed from each code line before parsing
 
 
 def _lines(text: str, base: int):
@@ -86,28 +87,25 @@ def split_markdown(text: str, base: int = 0) -> list[Region]:
     while i < len(lines):
         ls, le, body = lines[i]
         m = _FENCE_OPEN_RE.match(body)
-        if not m or (m.group(1)[0] == "`" and "`" in m.group(2)):
+        if not m or (m.group(2)[0] == "`" and "`" in m.group(3)):
             i += 1
             continue
-        fence, info = m.group(1), m.group(2).strip()
+        indent, fence, info = len(m.group(1)), m.group(2), m.group(3).strip()
         if ls > prose_start:
             regions.append(Region("prose", prose_start, ls))
         close = None
         for j in range(i + 1, len(lines)):
-            b = lines[j][2]
-            stripped = b.lstrip(" ")
-            if len(b) - len(stripped) <= 3 and stripped.startswith(fence[0] * len(fence)):
-                rest = stripped.lstrip(fence[0])
-                if not rest.strip():
-                    close = j
-                    break
+            stripped = lines[j][2].lstrip(" ")
+            if stripped.startswith(fence[0] * len(fence)) and not stripped.lstrip(fence[0]).strip():
+                close = j
+                break
         code_start = le
         code_end = lines[close][0] if close is not None else (lines[-1][1] if lines else le)
         tag = info.split(maxsplit=1)[0].lower() if info else ""
         if tag in _MARKDOWN_TAGS:
             regions.extend(split_markdown(text[code_start - base:code_end - base], code_start))
         else:
-            regions.append(Region("code", code_start, code_end, tag))
+            regions.append(Region("code", code_start, code_end, tag, indent))
         i = (close + 1) if close is not None else len(lines)
         prose_start = lines[close][1] if close is not None else base + len(text)
     if prose_start < base + len(text):
@@ -353,19 +351,32 @@ def assign_tokens(items: list[Item], toks: TokenSpans, core_spans, comment_spans
     return keep
 
 
-def _byte_to_char(code: str, data: bytes):
-    """None for ASCII (identity); else a list mapping every byte offset (and len) to a char offset."""
-    if len(data) == len(code):
-        return None
-    m = [0] * (len(data) + 1)
-    pos = 0
-    for ci, ch in enumerate(code):
-        n = len(ch.encode("utf-8"))
-        for k in range(n):
-            m[pos + k] = ci
-        pos += n
-    m[pos] = len(code)
-    return m
+def _block_source(response: str, r: Region) -> tuple[bytes, int, list[int] | None]:
+    """(UTF-8 bytes to parse, char base, byte -> response-char map or None when the map is base + byte).
+
+    Up to `r.indent` leading spaces are removed from every line (a fence indented inside a list
+    item); the map then points every parsed byte back at its character in the response."""
+    code = response[r.start:r.end]
+    data = code.encode("utf-8")
+    if r.indent == 0 and len(data) == len(code):
+        return data, r.start, None
+    chars: list[int] = []  # response char index of every char that is parsed
+    if r.indent:
+        parts = []
+        for m in _LINE_RE.finditer(code):
+            line = m.group(0)
+            k = min(r.indent, len(line) - len(line.lstrip(" ")))
+            parts.append(line[k:])
+            chars.extend(range(r.start + m.start() + k, r.start + m.end()))
+        code = "".join(parts)
+        data = code.encode("utf-8")
+    else:
+        chars = list(range(r.start, r.end))
+    m_: list[int] = []
+    for ci, ch in zip(chars, code):
+        m_.extend([ci] * len(ch.encode("utf-8")) if ord(ch) > 127 else (ci,))
+    m_.append(r.end)
+    return data, 0, m_
 
 
 @dataclass
@@ -400,10 +411,9 @@ def segment_response(response: str, offsets, *, max_item_tokens: int = 64, defau
         langs.append(spec.name if spec else "")
         if spec is None:
             continue
-        code = response[r.start:r.end]
-        data = code.encode("utf-8")
+        data, base, b2c = _block_source(response, r)
         tree = parser_for(spec.name).parse(data)
-        it = _BlockItemiser(spec, data, r.start, _byte_to_char(code, data), toks, max_item_tokens, bi)
+        it = _BlockItemiser(spec, data, base, b2c, toks, max_item_tokens, bi)
         it.visit_container(tree.root_node)
         errors += it.errors
         found = assign_tokens(it.items, toks, it.core_spans, it.comment_spans)

@@ -340,3 +340,21 @@ def test_items_never_overlap_and_stay_inside_blocks(tokenizer, max_item_tokens):
             pass
     assert len(seg.reach) == len(seg.items) == len(seg.bridge)
     assert all(0.0 <= v <= 1.0 for v in seg.reach + seg.bridge)
+
+
+def test_fence_indented_in_a_list_item_is_dedented_for_parsing():
+    text = (
+        "Steps:\n\n1. Define it:\n\n"
+        "    ```python\n"
+        "    def f(x):\n"
+        "        return x + 1  # é\n"
+        "\n"
+        "    y = f(2)\n"
+        "    ```\n\n"
+        "2. Done."
+    )
+    seg = segment_response(text, char_offsets(text), max_item_tokens=8)
+    assert item_texts(text, seg) == ["def f(x):", "return x + 1", "y = f(2)"]
+    assert seg.n_error_regions == 0 and seg.reach == [1.0, 0.0, 0.0]
+    prose = "".join(text[r.start:r.end] for r in seg.regions if r.kind == "prose")
+    assert "Steps" in prose and "Done" in prose and "def" not in prose and "```" not in prose
