@@ -249,6 +249,10 @@ class PipelineConfig:
     promote_champion: bool = f(True, "After a compare run, give the best method's model the @champion alias.")
     champion_metric: str = f("pass_at_1/avg", "Metric (as in the compare table) that picks the champion.")
     compare_dir: str = f("results", "Git-tracked folder of the comparison: summary.json, compare.md and plot data.")
+    dvc_commit: bool = f(
+        True, "After a Prefect run without -S overrides, record its outputs in dvc.lock (`dvc commit`), "
+        "so `dvc repro` finds them up to date."
+    )
 
 
 @dataclass

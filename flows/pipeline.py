@@ -122,6 +122,22 @@ def _lock_path(profile: str | None) -> str:
     return f"pipelines/{profile}/dvc.lock" if profile else "dvc.lock"
 
 
+def dvc_commit(profile: str | None, stages: list[str]) -> dict[str, Any]:
+    """Record the outputs of stages run by the flow in the pipeline's dvc.lock (`dvc commit -f`),
+    so DVC's cache knows them and `dvc repro` finds them up to date. No-op outside a DVC repo."""
+    import subprocess
+
+    dvcfile = f"pipelines/{profile}/dvc.yaml" if profile else "dvc.yaml"
+    if not Path(".dvc").is_dir() or not Path(dvcfile).exists():
+        return {"committed": [], "skipped": f"no DVC project or no {dvcfile}"}
+    dvc = str(Path(sys.executable).parent / "dvc")
+    cmd = [dvc if Path(dvc).exists() else "dvc", "commit", "-f", "-q", *[f"{dvcfile}:{s}" for s in stages]]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        return {"committed": [], "skipped": (res.stderr or res.stdout).strip()[-2000:]}
+    return {"committed": stages, "lock": _lock_path(profile)}
+
+
 def _flow_run_id() -> str:
     from prefect.runtime import flow_run
 
@@ -167,7 +183,7 @@ def compare(methods: list[str] | None = None, params: str = "params.yaml", profi
             overrides: list[str] | None = None) -> dict[str, Any]:
     """Every method of `methods` (default: pipeline.methods) on shared data, then the comparison."""
     from codeblock.compare import markdown, run_compare
-    from codeblock.tracking import parent_run, set_model_alias
+    from codeblock.tracking import dvc_lock_tags, parent_run, set_model_alias
 
     ref = config_ref(params, profile, overrides)
     cfg = load(ref)
@@ -182,9 +198,9 @@ def compare(methods: list[str] | None = None, params: str = "params.yaml", profi
                                   prepare=False) for m in methods}
         report = None
         chain_methods = [m for m in methods if m not in cfg.pipeline.pool_only_methods]
-        if chain_methods:
-            report = _run("report", cfg, config_ref(params, profile, [*ref["overrides"],
-                                                                       f"select.method={chain_methods[0]}"]))
+        if chain_methods:  # the selection report shows select.method's labels: one that ran
+            extra = [] if cfg.select.method in chain_methods else [f"select.method={chain_methods[0]}"]
+            report = _run("report", cfg, config_ref(params, profile, [*ref["overrides"], *extra]))
         # The comparison: from MLflow (the runs of this pipeline run) when tracking, else from files.
         source = "mlflow" if pr.enabled else "files"
         res = run_compare(cfg, source=source, run_id=pr.run_id, write=True)
@@ -200,6 +216,15 @@ def compare(methods: list[str] | None = None, params: str = "params.yaml", profi
             if html:
                 create_link_artifact(link=Path(html).resolve().as_uri(), link_text="selection report",
                                      key="codeblock-selection-report")
+        if cfg.pipeline.dvc_commit and not ref["overrides"]:
+            stages = ["data", *(CHAIN if needs_chain(cfg, methods) else ()),
+                      *[f"{s}@{m}" for m in methods for s in ("select", "train", "evaluate")],
+                      *(["report"] if report is not None else []), "compare"]
+            committed = dvc_commit(profile, stages)
+            if committed["committed"]:
+                pr.set_tags(dvc_lock_tags(committed["lock"]))
+            else:
+                logger.warning("dvc commit skipped: %s", committed["skipped"])
         champion = None
         if cfg.pipeline.promote_champion and res["best"]:
             version = set_model_alias(cfg, "champion", res["best"])

@@ -151,5 +151,8 @@ def test_smoke_deployment_on_a_process_worker(tmp_path):
                   for r in runs if r.data.tags.get("mlflow.parentRunId") == mr.info.run_id}
         assert {"select", "train", "evaluate"} <= stages, (m, stages)
     assert any(k.startswith("codeblock/pass_at_1/") for k in top.data.metrics), top.data.metrics
+    assert top.data.tags["dvc.lock"]  # the flow recorded its outputs in the smoke dvc.lock
+    lock = yaml.safe_load((repo / "pipelines/smoke/dvc.lock").read_text())["stages"]
+    assert {"data", "score", "select@codeblock", "train@full", "evaluate@codeblock", "compare"} <= set(lock)
     table = (repo / "smoke/results/compare.md").read_text()
     assert "| codeblock |" in table and "| full |" in table
