@@ -146,11 +146,16 @@ def _method_of(run, by_id: dict[str, Any]) -> str | None:
     return None
 
 
+def _is_eval(run) -> bool:
+    """An evaluate stage run: `evaluate`, `evaluate-<method>`, `evaluate/<...>`, `eval/<benchmark>`."""
+    return run.data.tags.get("codeblock.stage", "").startswith("eval")
+
+
 def _eval_group_root(run, by_id: dict[str, Any]):
     """The outermost ancestor that is still an evaluate run (per-benchmark runs nest under it)."""
     while True:
         parent = by_id.get(run.data.tags.get("mlflow.parentRunId", ""))
-        if parent is None or parent.data.tags.get("codeblock.stage", "").split("/")[0] != "evaluate":
+        if parent is None or not _is_eval(parent):
             return run
         run = parent
 
@@ -167,8 +172,7 @@ def from_mlflow(cfg, methods: list[str] | None = None, run_id: str | None = None
     if run_id:
         keep = _descendants(runs, run_id)
         runs = [r for r in runs if r.info.run_id in keep]
-    evals = [r for r in runs if r.data.tags.get("codeblock.stage", "").split("/")[0] == "evaluate"
-             and r.info.status == "FINISHED"]
+    evals = [r for r in runs if _is_eval(r) and r.info.status == "FINISHED"]
     # Group evaluate runs (with their per-benchmark children) and keep the newest group per method.
     groups: dict[str, list] = {}
     for r in evals:

@@ -96,10 +96,11 @@ def _pipeline_run(cfg, values: dict[str, float], per_benchmark: bool = False) ->
     with parent_run(cfg, "pipeline") as top:
         for method, v in values.items():
             with parent_run(cfg, f"method-{method}", tags={"method": method}):
-                with stage_run(cfg, "evaluate", tags={"method": method}) as ev:
+                # The evaluator's shape: evaluate-<method> (param method) -> eval/<benchmark>.
+                with stage_run(cfg, f"evaluate-{method}", params={"method": method}) as ev:
                     if per_benchmark:
                         for bench, x in (("humaneval", v), ("mbpp", v / 2)):
-                            with stage_run(cfg, f"evaluate/{bench}", tags={"benchmark": bench}) as b:
+                            with stage_run(cfg, f"eval/{bench}", tags={"benchmark": bench}) as b:
                                 b.log_metrics({"pass@1": x})
                     else:
                         ev.log_metrics({"pass@1/humaneval": v, "pass@1/mbpp": v / 2})
