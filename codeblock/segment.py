@@ -444,6 +444,8 @@ def _init_worker(cfg) -> None:
     from codeblock.models import load_tokenizer
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the pool already uses every core
+    if _WORKER.get("cfg") is cfg and "tok" in _WORKER:  # inherited through fork: already loaded
+        return
     _WORKER["cfg"] = cfg
     _WORKER["tok"] = load_tokenizer(cfg.model)
 
@@ -532,7 +534,10 @@ def segment_rows(cfg, rows, workers: int | None = None, chunk: int = 64, progres
         # convert/cache the model once, before the workers start; they open the resolved folder
         wcfg = copy.deepcopy(cfg)
         wcfg.model.name_or_path = resolve_model_path(cfg.model.name_or_path, cfg.model)
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        fork = "fork" in mp.get_all_start_methods()
+        if fork:  # load the tokenizer once here; the forked workers inherit it
+            _init_worker(wcfg)
+        ctx = mp.get_context("fork" if fork else "spawn")
         with ctx.Pool(workers, initializer=_init_worker, initargs=(wcfg,)) as pool:
             for res in pool.imap(_work, batches):
                 out.extend(res)
