@@ -254,3 +254,27 @@ def test_per_sample_scope_on_pool_and_budget_knob(cfg, pool_segments):
 def test_unknown_method_is_refused(cfg):
     with pytest.raises(ValueError, match="not one of"):
         run_select(cfg, "nope")
+
+
+def test_segment_score_select_contract(cfg, tiny_model_dir):
+    """The real chain on a tiny random model: segment -> score (stage 3) -> select, token indices aligned."""
+    from codeblock.score import run_score
+    from codeblock.segment import run_segment
+
+    cfg.model.name_or_path = tiny_model_dir
+    cfg.model.device = "cpu"
+    cfg.tracking.enabled = False
+    cfg.segment.workers = 1
+    cfg.score.max_length = 256
+    cfg.select.budget = 0.1
+    rows = [dict(r, source="stdlib") for r in stdlib_pairs(24)]
+    Path(cfg.paths.filtered).parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), cfg.paths.filtered)
+    run_segment(cfg)
+    run_score(cfg)
+    m = run_select(cfg)["metrics"]  # scores loaded through codeblock.score.load_scores
+    assert m["samples"] == 24 and abs(m["supervised_ratio"] - 0.1) <= 0.02 and m["code_tokens"] > 0
+    cfg.score.max_length = 200  # a different tokenization must be refused, not silently misaligned
+    run_segment(cfg)
+    with pytest.raises((BadRowError, FileNotFoundError)):
+        run_select(cfg)
