@@ -297,3 +297,24 @@ def test_minilm_embedder():
     # batching does not change embeddings
     one = embed_texts(texts, "minilm", batch_size=1, models_dir=ROOT / "models", progress=False)
     np.testing.assert_allclose(one, emb, atol=1e-5)
+
+
+@pytest.mark.skipif(not (ROOT / "data" / "raw" / "humaneval" / "HumanEval.jsonl.gz").exists(),
+                    reason="offline HumanEval not fetched")
+def test_registry_decontamination_and_unavailable_benchmark(tmp_path):
+    """The evaluation registry feeds the index; a benchmark without data is reported, not ignored."""
+    import gzip
+    import json
+
+    from codeblock.filter import build_decontaminator
+
+    first = json.loads(gzip.open(ROOT / "data" / "raw" / "humaneval" / "HumanEval.jsonl.gz", "rt").readline())
+    rows = fixture_rows()[:4] + [row("he0", first["prompt"], "```python\n" + first["canonical_solution"] + "\n```\n" * 2)]
+    cfg = make_cfg(tmp_path, rows=rows, **{"paths.raw_dir": str(ROOT / "data" / "raw"),
+                                           "filter.decontam_benchmarks": "[humaneval, humaneval_plus]",
+                                           "eval.humaneval_plus_path": str(tmp_path / "absent.jsonl.gz")})
+    dec, unavailable = build_decontaminator(cfg)
+    assert dec.counts["humaneval"] == 164 and list(unavailable) == ["humaneval_plus"]
+    res = run_filter(cfg, progress=False)
+    assert reasons_by_id(cfg)["he0"] == "contaminated:humaneval"
+    assert res["metrics"]["decontam_unavailable"] == 1 and res["metrics"]["decontam_problems/humaneval_plus"] == 0
