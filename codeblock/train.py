@@ -365,6 +365,7 @@ def run_train(cfg, method: str | None = None, fresh: bool = False) -> dict:
                 kind = "merged"
                 _merge_adapter(cfg, tmp, tok)
         tok.save_pretrained(tmp)
+        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the config is in codeblock_train.json
         history = trainer.state.log_history
         losses = [h for h in history if "loss" in h]
         sup_seen = [h["supervised_tokens_seen"] for h in history if "supervised_tokens_seen" in h]
@@ -376,7 +377,7 @@ def run_train(cfg, method: str | None = None, fresh: bool = False) -> dict:
             "supervised_tokens": data.stats["supervised_tokens"],
             "supervised_tokens_seen": sup_seen[-1] if sup_seen else 0,
             "input_tokens": data.stats["input_tokens"],
-            "supervised_ratio": data.stats["supervised_tokens"] / max(data.stats["input_tokens"], 1),
+            "supervised_share_of_input": data.stats["supervised_tokens"] / max(data.stats["input_tokens"], 1),
             "tokens_per_s": (trainer.state.num_input_tokens_seen - trainer._session_tokens0)
             / max(result.metrics.get("train_runtime", 0.0), 1e-9),
             "runtime_s": result.metrics.get("train_runtime", 0.0),

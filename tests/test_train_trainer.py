@@ -186,3 +186,43 @@ def test_run_train_outputs_and_mlflow(cfg, tmp_path, tiny_model_dir):
     model = mlflow.pyfunc.load_model(f"models:/{name}@candidate")
     out = model.predict(["def add(a, b):"], params={"max_new_tokens": 3})
     assert isinstance(out, list) and len(out) == 1
+
+
+@pytest.mark.parametrize("mode", ["merge", "full"])
+def test_merged_and_full_finetune_save_plain_models(cfg, tmp_path, tiny_model_dir, mode):
+    """LoRA merged into the base (equal outputs to base + adapter), and full fine-tuning with
+    gradient checkpointing: both give an ordinary safetensors folder that from_pretrained loads."""
+    from transformers import AutoModelForCausalLM
+
+    from codeblock.models import load_model
+    from codeblock.train import run_train
+
+    cfg.model.name_or_path = tiny_model_dir
+    cfg.model.device = "cpu"
+    cfg.tracking.enabled = False
+    cfg.train.lora_r = 4
+    cfg.train.max_steps = 2
+    cfg.train.batch_tokens = 256
+    cfg.train.lr = 1e-2
+    if mode == "merge":
+        cfg.train.merge = True
+    else:
+        cfg.train.finetune = "full"
+        cfg.train.gradient_checkpointing = True
+    write_labels(tmp_path / "labels" / "codeblock" / "labels.parquet", n=12)
+    run_train(cfg, "codeblock")
+    model_dir = tmp_path / "runs" / "codeblock" / "model"
+    info = json.loads((model_dir / "codeblock_train.json").read_text())
+    assert info["kind"] == ("merged" if mode == "merge" else "full")
+    assert not (model_dir / "adapter_config.json").exists() and (model_dir / "model.safetensors").exists()
+    assert not (model_dir / "training_args.bin").exists()
+    tuned = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    x = torch.randint(10, 1000, (1, 16))
+    with torch.no_grad():
+        out = tuned(x).logits
+        assert (out - base(x).logits).abs().max() > 1e-4  # training changed the model
+        if mode == "merge":  # merged == base + the adapter of the last checkpoint (same weights)
+            ckpt = str(tmp_path / "runs" / "codeblock" / "checkpoints" / "checkpoint-2")
+            adapted = load_model(cfg.model, ckpt).eval()
+            torch.testing.assert_close(out, adapted(x).logits, rtol=1e-4, atol=1e-4)
