@@ -351,6 +351,8 @@ def reach(n: int, adj: list[list[int]]) -> list[float]:
 def betweenness(n: int, adj: list[list[int]], normalized: bool = True) -> list[float]:
     """Brandes (2001) betweenness for a directed, unweighted graph; normalised by (n-1)(n-2)."""
     cb = [0.0] * n
+    if not any(adj[v] for v in {w for out in adj for w in out}):
+        return cb  # no node has both an in- and an out-edge: no path passes through anything
     for s in range(n):
         stack: list[int] = []
         preds: list[list[int]] = [[] for _ in range(n)]

@@ -78,14 +78,23 @@ def _lines(text: str, base: int):
         yield base + m.start(), base + m.end(), line.rstrip("\n").rstrip("\r")
 
 
+_FENCE_LINE_RE = re.compile(r"^ *(?:`{3,}|~{3,})[^\n]*$", re.MULTILINE)
+
+
 def split_markdown(text: str, base: int = 0) -> list[Region]:
     """Prose and fenced code regions of `text` (offsets shifted by `base`); fence lines are in neither."""
+    if "```" not in text and "~~~" not in text:
+        return [Region("prose", base, base + len(text))] if text else []
+    # only lines that look like a fence matter: (start, end incl. newline, line without \r)
+    cands = []
+    for m in _FENCE_LINE_RE.finditer(text):
+        end = m.end() + 1 if m.end() < len(text) else m.end()
+        cands.append((base + m.start(), base + end, m.group(0).rstrip("\r")))
     regions: list[Region] = []
     prose_start = base
-    lines = list(_lines(text, base))
     i = 0
-    while i < len(lines):
-        ls, le, body = lines[i]
+    while i < len(cands):
+        ls, le, body = cands[i]
         m = _FENCE_OPEN_RE.match(body)
         if not m or (m.group(2)[0] == "`" and "`" in m.group(3)):
             i += 1
@@ -94,20 +103,20 @@ def split_markdown(text: str, base: int = 0) -> list[Region]:
         if ls > prose_start:
             regions.append(Region("prose", prose_start, ls))
         close = None
-        for j in range(i + 1, len(lines)):
-            stripped = lines[j][2].lstrip(" ")
+        for j in range(i + 1, len(cands)):
+            stripped = cands[j][2].lstrip(" ")
             if stripped.startswith(fence[0] * len(fence)) and not stripped.lstrip(fence[0]).strip():
                 close = j
                 break
         code_start = le
-        code_end = lines[close][0] if close is not None else (lines[-1][1] if lines else le)
+        code_end = cands[close][0] if close is not None else base + len(text)
         tag = info.split(maxsplit=1)[0].lower() if info else ""
         if tag in _MARKDOWN_TAGS:
             regions.extend(split_markdown(text[code_start - base:code_end - base], code_start))
         else:
             regions.append(Region("code", code_start, code_end, tag, indent))
-        i = (close + 1) if close is not None else len(lines)
-        prose_start = lines[close][1] if close is not None else base + len(text)
+        i = (close + 1) if close is not None else len(cands)
+        prose_start = cands[close][1] if close is not None else base + len(text)
     if prose_start < base + len(text):
         regions.append(Region("prose", prose_start, base + len(text)))
     return regions
@@ -188,11 +197,12 @@ class TokenSpans:
         self.ts, self.te = np.where(blank, a, ts), np.where(blank, b, te)
         self.starts, self.ends = self.ts.tolist(), self.te.tolist()
 
-    def touching(self, spans: list[tuple[int, int]]) -> np.ndarray:
-        """Bool per token: its span overlaps one of the char `spans`."""
-        mark = np.zeros(len(self.text) + 1, dtype=np.int32)
-        for a, b in spans:
-            mark[a:b] = 1
+    def touching(self, spans: np.ndarray) -> np.ndarray:
+        """Bool per token: its span overlaps one of the (k, 2) char `spans`."""
+        delta = np.zeros(len(self.text) + 2, dtype=np.int32)
+        np.add.at(delta, spans[:, 0], 1)
+        np.add.at(delta, spans[:, 1], -1)
+        mark = np.cumsum(delta[:-1]) > 0  # chars covered by at least one span
         cum = np.concatenate(([0], np.cumsum(mark)))
         return cum[self.te] > cum[self.ts]
 
@@ -312,8 +322,8 @@ class _BlockItemiser:
         self.items.append(Item(self.block, kind, cs, ce, b0, b1, tok_range=(lo, hi)))
 
     def _leaves(self, roots) -> None:
-        """Add the char spans of core-logic leaves and of comments under `roots`."""
-        core, comments, c = self.core_spans, self.comment_spans, self.c
+        """Add the byte spans of core-logic leaves and of comments under `roots`."""
+        core, comments = self.core_spans, self.comment_spans
         comment_t, atomic, punct = self.comments, self.atomic, self.punct
         doc_stmt, doc_child = self.spec.docstring_statement, self.spec.docstring_child
         stack = list(reversed(roots))
@@ -322,16 +332,23 @@ class _BlockItemiser:
             n = pop()
             t = n.type
             if t in comment_t:
-                comments.append((c(n.start_byte), c(n.end_byte)))
+                comments.append((n.start_byte, n.end_byte))
             elif t in atomic:
-                core.append((c(n.start_byte), c(n.end_byte)))
+                core.append((n.start_byte, n.end_byte))
             elif n.child_count == 0:
-                if t not in punct and n.end_byte > n.start_byte and t != "ERROR":
-                    core.append((c(n.start_byte), c(n.end_byte)))
+                if t not in punct and t != "ERROR":
+                    a, b = n.start_byte, n.end_byte
+                    if b > a:
+                        core.append((a, b))
             elif t == doc_stmt and n.named_child_count == 1 and n.named_children[0].type == doc_child:
                 continue  # a bare string statement: a docstring, no program meaning
             else:
                 extend(reversed(n.children))
+
+    def char_spans(self, spans: list[tuple[int, int]]) -> np.ndarray:
+        """Byte spans of the parsed block -> (k, 2) char spans in the response."""
+        arr = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+        return arr + self.base if self.b2c is None else np.asarray(self.b2c, dtype=np.int64)[arr]
 
 
 def assign_tokens(items: list[Item], toks: TokenSpans, core_spans, comment_spans) -> list[Item]:
@@ -416,7 +433,7 @@ def segment_response(response: str, offsets, *, max_item_tokens: int = 64, defau
         it = _BlockItemiser(spec, data, base, b2c, toks, max_item_tokens, bi)
         it.visit_container(tree.root_node)
         errors += it.errors
-        found = assign_tokens(it.items, toks, it.core_spans, it.comment_spans)
+        found = assign_tokens(it.items, toks, it.char_spans(it.core_spans), it.char_spans(it.comment_spans))
         items.extend(found)
         if dataflow and spec.name in df.ANALYSERS and len(found) > 1:
             rb = df.reach_bridge(tree.root_node, [(x.byte_start, x.byte_end) for x in found], spec.name)
