@@ -156,3 +156,21 @@ def test_smoke_deployment_on_a_process_worker(tmp_path):
     assert {"data", "score", "select@codeblock", "train@full", "evaluate@codeblock", "compare"} <= set(lock)
     table = (repo / "smoke/results/compare.md").read_text()
     assert "| codeblock |" in table and "| full |" in table
+
+
+def test_dvc_commit_records_stages_run_outside_dvc(tmp_path, monkeypatch):
+    from flows.pipeline import dvc_commit
+
+    monkeypatch.chdir(tmp_path)
+    assert dvc_commit(None, ["data"])["committed"] == []  # not a DVC project: nothing to do
+    subprocess.run(["git", "init", "-q"], check=True)
+    subprocess.run([str(Path(sys.executable).parent / "dvc"), "init", "-q"], check=True)
+    (tmp_path / "in.txt").write_text("x\n")
+    (tmp_path / "dvc.yaml").write_text("stages:\n  data:\n    cmd: cp in.txt out.txt\n"
+                                       "    deps: [in.txt]\n    outs: [out.txt]\n")
+    (tmp_path / "out.txt").write_text("x\n")  # the flow ran the stage itself
+    res = dvc_commit(None, ["data"])
+    assert res["committed"] == ["data"], res
+    lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())["stages"]["data"]
+    assert lock["outs"][0]["path"] == "out.txt" and lock["outs"][0]["md5"]
+    assert dvc_commit(None, ["no-such-stage"])["committed"] == []
