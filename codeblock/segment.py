@@ -544,6 +544,7 @@ def segment_rows(cfg, rows, workers: int | None = None, chunk: int = 64, progres
             bar.update(len(b))
     else:
         import copy
+        import gc
         import multiprocessing as mp
 
         from codeblock.models import resolve_model_path
@@ -555,10 +556,14 @@ def segment_rows(cfg, rows, workers: int | None = None, chunk: int = 64, progres
         if fork:  # load the tokenizer once here; the forked workers inherit it
             _init_worker(wcfg)
         ctx = mp.get_context("fork" if fork else "spawn")
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(wcfg,)) as pool:
-            for res in pool.imap(_work, batches):
-                out.extend(res)
-                bar.update(len(res))
+        gc.freeze()  # forked workers then do not copy the parent's pages when the GC walks them
+        try:
+            with ctx.Pool(workers, initializer=_init_worker, initargs=(wcfg,)) as pool:
+                for res in pool.imap(_work, batches):
+                    out.extend(res)
+                    bar.update(len(res))
+        finally:
+            gc.unfreeze()
     bar.close()
     return out
 

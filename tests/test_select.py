@@ -172,7 +172,10 @@ def test_join_scores_checks_tokenization():
 # on a realistic pool of 600 responses
 
 
-def test_run_select_on_600_responses(cfg, pool_segments):
+def test_run_select_on_600_responses(cfg, pool_segments, monkeypatch):
+    # mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI, which codeblock.tracking then prefers:
+    # drop what an earlier test in this process left, so this test's own store is used
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     _, segs, scores = pool_segments
     assert len(segs) >= 500
     write_segments(cfg, segs)
