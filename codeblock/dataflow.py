@@ -62,6 +62,14 @@ _TARGET_SEQ = {
 _COMPREHENSIONS = {"list_comprehension", "set_comprehension", "dictionary_comprehension", "generator_expression"}
 
 
+_SPECIAL = frozenset({
+    "identifier", "comment", "assignment", "augmented_assignment", "for_statement", "as_pattern",
+    "named_expression", *_COMPREHENSIONS, "decorated_definition", "function_definition", "lambda",
+    "class_definition", "import_statement", "import_from_statement", "global_statement", "nonlocal_statement",
+    "attribute", "keyword_argument", "case_clause",
+})
+
+
 class PythonDefUse:
     """Collects bindings and uses of one Python tree, then resolves each use to its reaching binding."""
 
@@ -103,6 +111,10 @@ class PythonDefUse:
         if node is None:
             return
         t = node.type
+        if t not in _SPECIAL:  # most nodes: just walk into them
+            for ch in node.named_children:
+                self.visit(ch, scope)
+            return
         if t == "identifier":
             self.use(node, scope)
         elif t == "comment":
@@ -336,6 +348,9 @@ def reach(n: int, adj: list[list[int]]) -> list[float]:
         return [0.0] * n
     out = []
     for s in range(n):
+        if not adj[s]:
+            out.append(0.0)
+            continue
         seen = {s}
         q = deque([s])
         while q:
@@ -354,6 +369,8 @@ def betweenness(n: int, adj: list[list[int]], normalized: bool = True) -> list[f
     if not any(adj[v] for v in {w for out in adj for w in out}):
         return cb  # no node has both an in- and an out-edge: no path passes through anything
     for s in range(n):
+        if not adj[s]:
+            continue  # a source with no out-edge starts no path
         stack: list[int] = []
         preds: list[list[int]] = [[] for _ in range(n)]
         sigma = [0] * n
