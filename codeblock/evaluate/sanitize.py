@@ -1,0 +1,122 @@
+"""From a model's raw output to a program: fenced-block extraction, truncation repair, pruning.
+
+In the spirit of evalplus's sanitizer (written for this project): pick the code block that
+defines the entry point (else the longest), cut a truncated tail until the code parses, and keep
+only what a test needs: imports, function and class definitions, and top-level assignments.
+Top-level calls, prints, `if __name__ == "__main__":` blocks and example usage are dropped, so
+demo code cannot run (or read stdin) at import time.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+_FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)(?:\n[ \t]*```|\Z)", re.S)
+# stop sequences of completion-style prompts (the Codex paper's, plus a fence)
+COMPLETION_STOPS = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\n```", "\nassert "]
+
+
+def code_blocks(text: str) -> list[tuple[str, str]]:
+    """(language tag, code) of every fenced block; an unterminated last block runs to the end."""
+    return [(m.group(1).lower(), m.group(2)) for m in _FENCE.finditer(text)]
+
+
+def fence_closed(text: str) -> bool:
+    """True once `text` holds an opened and closed fenced block (a stop rule for instruct output)."""
+    return text.count("```") >= 2
+
+
+def _parses(code: str) -> bool:
+    try:
+        ast.parse(code)
+        return True
+    except (SyntaxError, ValueError):
+        return False
+
+
+def repair_truncated(code: str) -> str:
+    """Drop trailing lines until the code parses (generation cut by max_new_tokens)."""
+    if _parses(code):
+        return code
+    lines = code.splitlines()
+    for end in range(len(lines) - 1, 0, -1):
+        cand = "\n".join(lines[:end])
+        if _parses(cand):
+            return cand
+    return code
+
+
+def pick_code(text: str, entry_point: str = "") -> str:
+    """The code in a model response: the python block defining the entry point, else the longest."""
+    blocks = [c for lang, c in code_blocks(text) if lang in ("", "python", "py", "python3")]
+    if not blocks:
+        blocks = [c for _, c in code_blocks(text)]
+    if not blocks:
+        return text
+    if entry_point:
+        pat = re.compile(rf"^\s*(async\s+)?def\s+{re.escape(entry_point)}\s*\(", re.M)
+        defining = [b for b in blocks if pat.search(b)]
+        if defining:
+            return max(defining, key=len)
+    return max(blocks, key=len)
+
+
+def prune(code: str, entry_point: str = "") -> str:
+    """Keep imports, defs, classes and top-level assignments; drop calls, prints, main blocks."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return code
+    keep_types = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Assign,
+                  ast.AnnAssign, ast.AugAssign)
+    lines = code.splitlines()
+    parts = []
+    for node in tree.body:
+        if isinstance(node, keep_types):
+            if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)) and _calls_input(node):
+                continue
+            start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])]) - 1
+            parts.append("\n".join(lines[start:node.end_lineno]))
+        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            continue  # module docstring
+        elif isinstance(node, ast.Try) and all(isinstance(n, (ast.Import, ast.ImportFrom)) for n in node.body):
+            parts.append("\n".join(lines[node.lineno - 1:node.end_lineno]))  # guarded imports
+    return "\n\n".join(parts) + "\n"
+
+
+def _calls_input(node: ast.AST) -> bool:
+    return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "input"
+               for n in ast.walk(node))
+
+
+def _header_imports(prompt_code: str) -> str:
+    """Import lines of the problem's code prompt (e.g. `from typing import List`)."""
+    try:
+        tree = ast.parse(prompt_code)
+    except (SyntaxError, ValueError):
+        return ""
+    lines = prompt_code.splitlines()
+    return "\n".join("\n".join(lines[n.lineno - 1:n.end_lineno]) for n in tree.body
+                     if isinstance(n, (ast.Import, ast.ImportFrom)))
+
+
+def cut_at_stops(text: str, stops: list[str]) -> str:
+    cut = len(text)
+    for s in stops:
+        i = text.find(s)
+        if i >= 0:
+            cut = min(cut, i)
+    return text[:cut]
+
+
+def to_program(raw: str, entry_point: str, prompt_format: str, completion_prompt: str = "") -> str:
+    """The program to execute for one raw generation."""
+    if prompt_format == "completion" and completion_prompt:
+        body = cut_at_stops(raw, COMPLETION_STOPS)
+        code = repair_truncated(completion_prompt + body)
+        return prune(code, entry_point)
+    code = repair_truncated(pick_code(raw, entry_point))
+    program = prune(code, entry_point)
+    header = _header_imports(completion_prompt) if completion_prompt else ""
+    return (header + "\n\n" + program) if header else program
