@@ -90,8 +90,10 @@ class SparseLossTrainer(Trainer):
             loss = loss_sum / n.clamp(min=1)  # evaluation: this batch alone
         else:
             total = torch.as_tensor(num_items_in_batch, device=loss_sum.device).clamp(min=1)
-            # DDP / FSDP average gradients over processes; the global count already divides.
-            loss = loss_sum / total * self.accelerator.num_processes
+            loss = loss_sum / total
+            if self.args.average_tokens_across_devices:
+                # The count is global, and DDP / FSDP average gradients over processes: undo that.
+                loss = loss * self.accelerator.num_processes
         return (loss, None) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -113,7 +115,6 @@ class SparseLossTrainer(Trainer):
             self._last_log_time, self._last_log_step = now, self.state.global_step
             self._last_tokens_seen = int(self.state.num_input_tokens_seen)
         super().log(logs, start_time)
-
 
 
 class _SessionStart(TrainerCallback):
@@ -157,6 +158,8 @@ def use_bf16(cfg, device: torch.device) -> bool:
 
 def training_arguments(cfg, output_dir: str | Path, device: str | None = None, **over: Any) -> TrainingArguments:
     t = cfg.train
+    if not 0.0 <= t.warmup_ratio < 1.0:
+        raise ValueError(f"train.warmup_ratio must be in [0, 1), got {t.warmup_ratio}")
     use_cpu = (device or cfg.model.device) == "cpu" or not torch.cuda.is_available()
     probe = torch.device("cpu") if use_cpu else torch.device("cuda")
     kwargs: dict[str, Any] = dict(
