@@ -254,7 +254,10 @@ def test_bad_pool_rows(tmp_path):
         run_filter(cfg, problem_texts=fixture_benchmarks, progress=False)
 
 
-def test_filter_logs_mlflow(tmp_path):
+def test_filter_logs_mlflow(tmp_path, monkeypatch):
+    # mlflow.set_tracking_uri (called by any earlier test) exports MLFLOW_TRACKING_URI, which
+    # tracking.tracking_uri prefers over the config: clear it so this test's store is used
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     cfg = make_cfg(tmp_path, **{"tracking.enabled": "true",
                                 "tracking.tracking_uri": f"sqlite:///{tmp_path / 'mlruns.db'}",
                                 "tracking.artifact_dir": str(tmp_path / "art"),

@@ -71,8 +71,12 @@ def direct_gce(model_dir, tok, input_ids, start, end, q):
     return (1 - p**q) / q if q else -np.log(p)
 
 
-def test_gce_matches_direct_computation(scfg, tokenizer):
+def test_gce_matches_direct_computation(scfg, tokenizer, monkeypatch):
     from codeblock.tokenize import encode_pair
+
+    # mlflow.set_tracking_uri (called by an earlier test) exports MLFLOW_TRACKING_URI, which
+    # tracking.tracking_uri prefers over the config: clear it so this test's store is used
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
     scfg.tracking.enabled = True
     res = run_score(scfg, progress=False)
