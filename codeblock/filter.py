@@ -425,6 +425,9 @@ def run_filter(cfg, problem_texts: ProblemTexts | None = None, progress: bool = 
     import pyarrow.parquet as pq
 
     pool_schema = pq.read_schema(cfg.paths.pool).remove_metadata()
+    for name in ("quality", "quality_source", "longtail", "rank"):  # re-filtering a filtered pool
+        if name in pool_schema.names:
+            pool_schema = pool_schema.remove(pool_schema.get_field_index(name))
     schema = pool_schema.append(pa.field("quality", pa.float64())).append(pa.field("quality_source", pa.string()))
     schema = schema.append(pa.field("longtail", pa.float64())).append(pa.field("rank", pa.int64()))
     write_parquet(cfg.paths.filtered, pa.Table.from_pylist(kept_rows, schema=schema), {**meta, "rows": len(kept_rows)})

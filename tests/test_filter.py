@@ -321,3 +321,14 @@ def test_registry_decontamination_and_unavailable_benchmark(tmp_path):
     res = run_filter(cfg, progress=False)
     assert reasons_by_id(cfg)["he0"] == "contaminated:humaneval"
     assert res["metrics"]["decontam_unavailable"] == 1 and res["metrics"]["decontam_problems/humaneval_plus"] == 0
+
+
+def test_refiltering_the_kept_pool_keeps_it(tmp_path):
+    cfg = make_cfg(tmp_path)
+    first = run_filter(cfg, problem_texts=fixture_benchmarks, progress=False)["metrics"]["kept"]
+    cfg.paths.pool = cfg.paths.filtered
+    cfg.paths.filtered = str(tmp_path / "again.parquet")
+    cfg.paths.filter_report = str(tmp_path / "again-dropped.parquet")
+    res = run_filter(cfg, problem_texts=fixture_benchmarks, progress=False)
+    assert res["metrics"]["kept"] == first and res["metrics"]["dropped"] == 0
+    assert pq.read_schema(cfg.paths.filtered).names.count("quality") == 1
