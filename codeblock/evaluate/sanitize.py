@@ -92,9 +92,14 @@ def _calls_input(node: ast.AST) -> bool:
 
 def _header_imports(prompt_code: str) -> str:
     """Import lines of the problem's code prompt (e.g. `from typing import List`)."""
-    try:
-        tree = ast.parse(prompt_code)
-    except (SyntaxError, ValueError):
+    tree = None
+    for candidate in (prompt_code, prompt_code.rstrip() + "\n    pass\n"):  # a code prompt often ends in a bare def
+        try:
+            tree = ast.parse(candidate)
+            break
+        except (SyntaxError, ValueError):
+            continue
+    if tree is None:
         return ""
     lines = prompt_code.splitlines()
     return "\n".join("\n".join(lines[n.lineno - 1:n.end_lineno]) for n in tree.body
