@@ -21,16 +21,19 @@ Fallbacks (`eval.isolation: auto` picks the first that works, and results record
 - "userns" (not root, user namespaces allowed): the same namespaces inside a user namespace
   (`unshare --user --map-root-user`); no uid switch, RLIMIT_NPROC = the user's current process
   count + `eval.nproc` (it counts every process of the real user).
-- "none" (no namespaces): a plain process in its own session, a temp dir removed afterwards, the
-  rlimits, the uid switch when root, and a process-group kill at the end. No network isolation,
+- "none" (no namespaces): a forked process in its own session, a temp dir removed afterwards,
+  the rlimits, the uid switch when root and the runtime is readable by others, and a kill of the
+  process tree at the end. No network isolation,
   and a daemon that escapes the process group with setsid is only killed when running as root
   (all processes of the sandbox uid are killed). Use it only for trusted code (the self-check).
 
 Threat model of the verdict
 ---------------------------
-The verdict is ONE JSON line `{"nonce", "status", "error", "detail"}` written by the harness to a
-pipe (`pass_fds`) that is neither stdin, stdout nor stderr, after the tests returned. The executor
-accepts "passed" only when exactly one line arrived, it carries this run's 128-bit nonce (never
+The verdict is ONE JSON line `{"nonce", "status", "error", "detail"}` written by the harness, after the
+tests returned, to a pipe the fork server created for this one program (neither stdin, stdout nor
+stderr). The server relays what arrived, and the executor accepts "passed" only when exactly one
+line arrived (a second line, e.g. a fake written by brute-forcing fd numbers, makes the run
+"tampered"), it carries this run's 128-bit nonce (never
 reused, so a line from another run is worthless) and the status is known. Hence:
 - `exit(0)` / `os._exit(0)` / `sys.exit(0)` / SystemExit before the asserts: no verdict line, or a
   caught SystemExit -> failed.
@@ -43,10 +46,11 @@ reused, so a line from another run is worthless) and the status is known. Hence:
   their definitions win, and `check` is taken from the tests' namespace.
 - reaching the harness through the call stack (`sys._getframe().f_back...`): writing to frame
   `f_locals` does not change a running function's locals, and the verdict function refuses (and
-  reports "tampered") unless its caller is the harness's own `main` frame.
-- killing its parent or process group: inside the pid namespace the parent is the harness, pid 1,
-  which ignores signals from inside its namespace; outside it, the executor's threads are not
-  reachable (other pid namespace, other uid). A run without a verdict is a failure, never a crash
+  reports "tampered") unless its caller is the harness's own `_run_job` frame.
+- killing its parent, its process group or everything (`kill(-1)`): the program's process is pid 1
+  of its pid namespace, which ignores signals sent from inside that namespace; nothing outside
+  the namespace is visible to it, and the fork server and executor run as root in other pid
+  namespaces. A run without a verdict is a failure, never a crash
   of the batch: every sample gets a verdict.
 Not defended (documented limits): the asserts run in the program's own interpreter, so a program
 written against this harness (finding the pipe's fd number and the nonce in memory, e.g. with
