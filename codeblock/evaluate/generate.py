@@ -91,6 +91,10 @@ class TransformersBackend:
         from codeblock.models import load_model, load_tokenizer
 
         self.cfg = cfg
+        if cfg.eval.torch_threads > 0:
+            import torch
+
+            torch.set_num_threads(cfg.eval.torch_threads)
         self.tokenizer = load_tokenizer(cfg.model, model_path)
         self.tokenizer.padding_side = "left"
         self.model = load_model(cfg.model, model_path)
