@@ -292,8 +292,11 @@ def write_outputs(cfg, table: dict[str, dict[str, float]]) -> list[str]:
 
 
 def best_method(table: dict[str, dict[str, float]], metric: str) -> str | None:
-    scored = [(row[metric], m) for m, row in table.items() if metric in row]
-    return max(scored)[1] if scored else None
+    """The method with the highest `metric`; None when nothing has it or the top is a tie."""
+    scored = sorted(((row[metric], m) for m, row in table.items() if metric in row), reverse=True)
+    if not scored or (len(scored) > 1 and scored[0][0] == scored[1][0]):
+        return None
+    return scored[0][1]
 
 
 def run_compare(cfg, source: str = "files", run_id: str | None = None, write: bool = False) -> dict:

@@ -89,6 +89,9 @@ def test_histogram_bins_cover_every_value():
     assert sum(n for _, _, n in bins) == 5
     assert bins[-1][1] == pytest.approx(0.5) and bins[-1][2] == 2
     assert markdown({}) == "_no evaluation results yet_\n"
+    tie = {"codeblock": {"pass_at_1/avg": 0.0}, "full": {"pass_at_1/avg": 0.0}}
+    assert best_method(tie, "pass_at_1/avg") is None  # no champion on a tie
+    assert best_method({**tie, "rho1": {"pass_at_1/avg": 0.1}}, "pass_at_1/avg") == "rho1"
 
 
 def _pipeline_run(cfg, values: dict[str, float], per_benchmark: bool = False) -> str:
