@@ -222,6 +222,10 @@ class EvalConfig:
     )
     use_hub: bool = f(True, "Load a benchmark from the hub when no local file has it and the hub is reachable.")
     generations_cache: bool = f(True, "Reuse cached generations per (model hash, benchmark, decoding config).")
+    preload: list[str] = f(
+        ["numpy", "pandas"], "Modules the sandbox fork servers import once (forks inherit them): faster "
+        "BigCodeBench/DataFrameBench programs. Missing ones are skipped."
+    )
     torch_threads: int = f(0, "CPU threads of the transformers backend (0 = torch's default; 1 is fastest on a busy host).")
     humaneval_plus_path: str = f("", "Official HumanEvalPlus jsonl(.gz) (evalplus schema).")
     mbpp_plus_path: str = f("", "Official MbppPlus jsonl(.gz) (evalplus schema).")

@@ -241,7 +241,7 @@ class _Server:
                    *cmd]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      env=dict(_SAFE_ENV), start_new_session=True, cwd="/", text=True, bufsize=1)
-        setup = {"new_ns": ex.mode != "none", "uid_switch": ex.uid_switch,
+        setup = {"new_ns": ex.mode != "none", "uid_switch": ex.uid_switch, "preload": list(ex.preload),
                  "runtime_paths": sorted({sys.base_prefix, sys.prefix, str(RUNNER.parent), *_site_dirs()})}
         self.proc.stdin.write(json.dumps(setup) + "\n")
         self.proc.stdin.flush()
@@ -280,8 +280,9 @@ class Executor:
     interpreter start; a server that dies is restarted and the sample is reported, never lost."""
 
     def __init__(self, limits: Limits, workers: int = 2, isolation: str = "auto", sandbox_uid: int = 60100,
-                 python: str | None = None):
+                 python: str | None = None, preload: Sequence[str] = ()):
         self.limits = limits
+        self.preload = tuple(preload)
         self.workers = max(1, int(workers))
         self.mode = isolation_mode(isolation)
         self.sandbox_uid = sandbox_uid
@@ -293,7 +294,7 @@ class Executor:
 
     def describe(self) -> dict[str, Any]:
         return {"harness_version": HARNESS_VERSION, "isolation": self.mode, "workers": self.workers,
-                "limits": self.limits.as_dict(), "uid_switch": self.uid_switch}
+                "limits": self.limits.as_dict(), "uid_switch": self.uid_switch, "preload": list(self.preload)}
 
     def run(self, tasks: Sequence[Task], progress: bool = True, desc: str = "execute",
             on_verdict: Callable[[Verdict], None] | None = None) -> list[Verdict]:
@@ -396,4 +397,4 @@ def limits_from_cfg(cfg, timeout_s: float | None = None) -> Limits:
 
 def executor_from_cfg(cfg, timeout_s: float | None = None) -> Executor:
     return Executor(limits_from_cfg(cfg, timeout_s), workers=cfg.eval.workers, isolation=cfg.eval.isolation,
-                    sandbox_uid=cfg.eval.sandbox_uid)
+                    sandbox_uid=cfg.eval.sandbox_uid, preload=cfg.eval.preload)

@@ -460,6 +460,13 @@ def serve():
         if setup.get("uid_switch"):
             _expose_runtime(setup["runtime_paths"])
     _libc()
+    import importlib
+
+    for mod in setup.get("preload") or []:  # heavy libraries imported once, inherited by every fork
+        try:
+            importlib.import_module(mod)
+        except Exception:  # absent or broken: the program's own import reports it
+            pass
     out = sys.stdout
     out.write("ready\n")
     out.flush()
