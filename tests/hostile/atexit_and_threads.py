@@ -6,6 +6,7 @@ import os
 import threading
 import time
 
+
 def spam():
     for fd in range(3, 64):
         try:

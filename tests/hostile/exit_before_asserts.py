@@ -3,6 +3,7 @@
 # Exits with status 0 before any assert runs.
 import os
 
+
 def add(a, b):
     return 0
 

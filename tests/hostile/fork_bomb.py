@@ -2,6 +2,7 @@
 # A fork bomb: bounded by RLIMIT_NPROC (unprivileged uid) and the pid namespace.
 import os
 
+
 def add(a, b):
     return a + b
 

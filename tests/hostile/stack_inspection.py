@@ -3,6 +3,7 @@
 # Wrong answer; walks the call stack into the harness, flips locals and calls its verdict function.
 import sys
 
+
 def add(a, b):
     f = sys._getframe(1)
     while f is not None:

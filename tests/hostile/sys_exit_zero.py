@@ -2,6 +2,7 @@
 # error: system_exit
 import sys
 
+
 def add(a, b):
     return 0
 
