@@ -27,8 +27,16 @@ def metric_name(name: str) -> str:
     return re.sub(r"[^0-9A-Za-z_\-./ ]", "_", name)
 
 
+# mlflow.set_tracking_uri() also exports MLFLOW_TRACKING_URI; remember what we exported so that a
+# later config in the same process is not overridden by our own earlier choice.
+_EXPORTED: set[str] = set()
+
+
 def tracking_uri(cfg) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.tracking_uri
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env and env not in _EXPORTED:
+        return env  # the user's override
+    return cfg.tracking.tracking_uri
 
 
 def setup(cfg):
@@ -39,6 +47,8 @@ def setup(cfg):
     if uri.startswith("sqlite:///"):  # a relative store in a folder (e.g. a profile's): create it
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
+    if uri == cfg.tracking.tracking_uri:  # ours, not the user's: later configs may replace it
+        _EXPORTED.add(uri)
     exp = mlflow.get_experiment_by_name(cfg.tracking.experiment)
     if exp is None:
         uri = tracking_uri(cfg)
