@@ -77,6 +77,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# The runner is stdlib-only so it can run isolated; the process-tree walk is shared from it.
+from codeblock.evaluate.sandbox_runner import _children  # noqa: E402
+
 RUNNER = Path(__file__).with_name("sandbox_runner.py")
 HARNESS_VERSION = "codeblock-sandbox-1"
 _NS_FLAGS = ["--net", "--pid", "--mount", "--fork", "--mount-proc", "--kill-child"]
@@ -170,17 +173,6 @@ def isolation_mode(requested: str = "auto") -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Process helpers
-
-
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    try:
-        for t in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{t}/children") as fh:
-                out += [int(x) for x in fh.read().split()]
-    except OSError:
-        pass
-    return out
 
 
 def _kill_tree(pid: int) -> None:
