@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 PROFILE ?=
 
-.PHONY: setup install assets run smoke test lint lock bench clean-runs
+.PHONY: setup install assets run smoke deploy ui test lint lock
 
 setup: install assets
 
@@ -24,10 +24,28 @@ assets: install
 	$(BIN)/codeblock fetch-assets
 	$(BIN)/dvc add -q data/raw models/smollm2 models/minilm
 
-# ONE run command: the main job end to end on the embedded default (see README).
+# ONE run command: the main job end to end on the embedded default (see README): the Prefect
+# compare flow runs data -> filter -> segment -> score -> select -> train -> evaluate -> report for
+# codeblock AND full-token SFT (MLflow runs, Prefect flow runs, dvc.lock via `dvc commit`), then
+# prints the method x benchmark table from MLflow. PARAMS_ARGS adds `--profile X` / `-S k=v`.
 PARAMS_ARGS ?=
 run: setup
-	$(BIN)/codeblock data --params params.yaml $(PARAMS_ARGS)
+	$(BIN)/python -m flows.pipeline --params params.yaml $(PARAMS_ARGS)
+	$(BIN)/codeblock compare --params params.yaml $(PARAMS_ARGS)
+
+# The same path on a tiny random model and a few samples (~2 min); outputs under smoke/.
+smoke: setup
+	$(BIN)/python -m flows.pipeline --params params.yaml --profile smoke
+	$(BIN)/codeblock compare --params params.yaml --profile smoke
+
+# Register the Prefect deployments of prefect.yaml (needs PREFECT_API_URL or a running server).
+deploy: setup
+	$(BIN)/prefect work-pool create codeblock-local --type process || true
+	$(BIN)/prefect --no-prompt deploy --all
+
+# The MLflow UI on the default store.
+ui:
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns.db --host 127.0.0.1 --port 5000
 
 # ONE test command.
 test:

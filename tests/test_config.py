@@ -100,3 +100,9 @@ def test_cli_reports_config_error(capsys):
     rc = main(["params", "--params", str(ROOT / "params.yaml"), "-S", "train.lrr=1"])
     assert rc == 2
     assert "train.lrr" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("profile", sorted(p.stem for p in (ROOT / "profiles").glob("*.yaml")))
+def test_every_shipped_profile_loads(profile):
+    cfg = load_config(ROOT / "params.yaml", profile=profile)
+    assert cfg.to_dict() != Config().to_dict()
