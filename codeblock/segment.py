@@ -457,9 +457,13 @@ _WORKER: dict = {}
 
 def _init_worker(cfg) -> None:
     import os
+    import signal
 
     from codeblock.models import load_tokenizer
 
+    # A forked worker inherits the parent's SIGTERM handler (Prefect installs one that raises);
+    # the pool terminates its workers with SIGTERM, so restore the default and exit quietly.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the pool already uses every core
     if _WORKER.get("cfg") is cfg and "tok" in _WORKER:  # inherited through fork: already loaded
         return
