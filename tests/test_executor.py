@@ -111,7 +111,7 @@ def test_self_check_small(cfg, ex):
 def test_full_self_check_rates(cfg):
     from codeblock.evaluate.pipeline import run_evaluate
 
-    res = run_evaluate(cfg, self_check=True, benchmarks=["humaneval", "mbpp", "mbpp_plus"], progress=False)
+    res = run_evaluate(cfg, self_check=True, benchmarks=["humaneval", "mbpp", "mbpp_plus"], progress=False, limit=0)
     b = res["results"]["benchmarks"]
     assert (b["humaneval"]["n_passed"], b["humaneval"]["n_problems"]) == (164, 164)
     assert (b["mbpp"]["n_passed"], b["mbpp"]["n_problems"]) == (499, 500)

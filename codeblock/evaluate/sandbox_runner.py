@@ -34,14 +34,37 @@ import sys
 ALLOWED_STATUS = ("passed", "failed")
 
 
-def _mount_tmpfs(size_bytes):
+_KEEP = []  # runtime paths (interpreter, site-packages, this runner) that must stay visible
+
+
+def _mount_tmpfs(size_bytes, keep=None):
+    """Cover /tmp, /var/tmp, /dev/shm and /run/lock with fresh tmpfs. Runtime paths that live
+    below one of them (a checkout or virtualenv under /tmp, say) are bind-mounted back at the
+    same place from an O_PATH handle opened before the cover, so the interpreter and its
+    packages stay importable while everything else there is hidden."""
     libc, ctypes = _libc()
+    ms_bind, ms_rec = 4096, 16384
     opts = f"size={size_bytes},mode=1777".encode()
+    keep = [os.path.realpath(p) for p in (_KEEP if keep is None else keep) if os.path.exists(p)]
     for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock"):
-        if os.path.isdir(d):
-            if libc.mount(b"tmpfs", d.encode(), b"tmpfs", 0, opts) != 0:
+        if not os.path.isdir(d):
+            continue
+        real = os.path.realpath(d)
+        inside = sorted({p for p in keep if p == real or p.startswith(real + "/")})
+        handles = [(p, os.open(p, os.O_PATH)) for p in inside]
+        if libc.mount(b"tmpfs", d.encode(), b"tmpfs", 0, opts) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"mount tmpfs on {d}: {os.strerror(err)}")
+        for p, fd in handles:
+            if os.path.isdir(f"/proc/self/fd/{fd}"):
+                os.makedirs(p, exist_ok=True)
+            else:
+                os.makedirs(os.path.dirname(p), exist_ok=True)
+                open(p, "a").close()
+            if libc.mount(f"/proc/self/fd/{fd}".encode(), p.encode(), None, ms_bind | ms_rec, None) != 0:
                 err = ctypes.get_errno()
-                raise OSError(err, f"mount tmpfs on {d}: {os.strerror(err)}")
+                raise OSError(err, f"bind {p} back over the tmpfs: {os.strerror(err)}")
+            os.close(fd)
 
 
 def _libc():
@@ -456,6 +479,7 @@ def serve():
 
     setup = json.loads(sys.stdin.readline())
     if setup.get("new_ns"):
+        _KEEP[:] = setup.get("runtime_paths") or []
         _mount_tmpfs(64 << 20)  # a scratch /tmp for the stash mounts
         if setup.get("uid_switch"):
             _expose_runtime(setup["runtime_paths"])
