@@ -78,15 +78,22 @@ class PythonDefUse:
         self.uses: list[tuple[Use, Scope]] = []
 
     # ---- collection ---------------------------------------------------------------------------
-    def bind(self, name: str, scope: Scope, pos: int, site: int) -> None:
+    def declared_scope(self, name: str, scope: Scope) -> Scope | None:
+        """The scope a `global` / `nonlocal` declaration in `scope` sends `name` to: the module,
+        or the nearest enclosing function that binds it (None when no function does). `scope`
+        itself when the name is not declared."""
         if name in scope.globals_:
-            scope = self.module
-        elif name in scope.nonlocals:
+            return self.module
+        if name in scope.nonlocals:
             s = scope.parent
             while s is not None and not (s.kind == "function" and name in s.bindings):
                 s = s.parent
-            scope = s or self.module
-        scope.bindings.setdefault(name, []).append((pos, site))
+            return s
+        return scope
+
+    def bind(self, name: str, scope: Scope, pos: int, site: int) -> None:
+        target = self.declared_scope(name, scope) or self.module
+        target.bindings.setdefault(name, []).append((pos, site))
 
     def use(self, node, scope: Scope) -> None:
         self.uses.append((Use(node.text.decode("utf-8", "replace"), node.start_byte), scope))
@@ -281,12 +288,8 @@ class PythonDefUse:
     def resolve(self, use: Use, scope: Scope) -> Binding | None:
         name = use.name
         s: Scope | None = scope
-        if name in scope.globals_:
-            s = self.module
-        elif name in scope.nonlocals:
-            s = scope.parent
-            while s is not None and not (s.kind == "function" and name in s.bindings):
-                s = s.parent
+        if name in scope.globals_ or name in scope.nonlocals:
+            s = self.declared_scope(name, scope)
         else:
             while s is not None and name not in s.bindings:
                 s = s.parent
