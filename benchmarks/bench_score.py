@@ -1,7 +1,7 @@
 """Scoring throughput: teacher-forced GCE, tokens/s, token-budget batches vs one sample at a time.
 
 Both paths score the same (instruction, response) pairs (the filtered pool, or the canonical pool
-when no filtered file exists) with the same model, through `codeblock.score.run_score` with the
+when no filtered file exists) with the same model, through `codeblock.select.score.run_score` with the
 cache in a temporary folder, so tokenization, padding, the forward pass and the shard writes are
 all counted:
   ours       score.batch_tokens from params.yaml (length-bucketed batches)
@@ -26,8 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    from codeblock.config import load_config
-    from codeblock.score import load_scores, run_score
+    from codeblock.core.config import load_config
+    from codeblock.select.score import load_scores, run_score
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=24, help="samples scored by each path")

@@ -3,7 +3,7 @@
 Both paths start from the same (instruction, response) pairs (the offline pool, repeated to at least
 --n responses) and the same synthetic per-token scores (scoring needs the model and is stage 3's cost,
 not this one's), and both include tokenization:
-  ours   codeblock.segment.segment_rows (batch fast-tokenizer encoding, tree-sitter items, def-use
+  ours   codeblock.select.segment.segment_rows (batch fast-tokenizer encoding, tree-sitter items, def-use
          graph, Reach/Bridge; --workers processes) + codeblock.select.select_codeblock + labels
   naive  the per-token reference of Token Cleaning style selection in plain Python: one
          (score, sample, token) tuple per response token, a global sort, top-k, label lists
@@ -51,8 +51,8 @@ def cpu_seconds() -> float:
 
 
 def bench_ours(cfg, rows, workers: int) -> tuple[float, dict]:
-    from codeblock.segment import segment_rows
-    from codeblock.select import labels_for, select_codeblock
+    from codeblock.select.methods import labels_for, select_codeblock
+    from codeblock.select.segment import segment_rows
 
     c0 = cpu_seconds()
     t0 = time.perf_counter()
@@ -71,8 +71,8 @@ def bench_ours(cfg, rows, workers: int) -> tuple[float, dict]:
 
 
 def bench_naive(cfg, rows) -> tuple[float, dict]:
-    from codeblock.models import load_tokenizer
-    from codeblock.tokenize import encode_pairs
+    from codeblock.core.models import load_tokenizer
+    from codeblock.core.tokenize import encode_pairs
 
     tok = load_tokenizer(cfg.model)
     c0 = cpu_seconds()
@@ -106,14 +106,14 @@ def main() -> None:
     ap.add_argument("--params", default=str(REPO / "params.yaml"))
     args = ap.parse_args()
 
-    from codeblock.config import load_config
-    from codeblock.models import load_tokenizer
+    from codeblock.core.config import load_config
+    from codeblock.core.models import load_tokenizer
 
     cfg = load_config(args.params)
     if not Path(cfg.model.name_or_path).is_absolute():
         cfg.model.name_or_path = str(REPO / cfg.model.name_or_path)
         cfg.model.hf_cache_dir = str(REPO / cfg.model.hf_cache_dir)
-    from codeblock.models import resolve_model_path
+    from codeblock.core.models import resolve_model_path
 
     # convert/cache (and hash) the GGUF once, outside the timed region: both paths open the folder
     cfg.model.name_or_path = resolve_model_path(cfg.model.name_or_path, cfg.model)

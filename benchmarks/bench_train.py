@@ -51,7 +51,7 @@ def _peak_rss_mb() -> float:
 def _load(args, cfg):
     import torch
 
-    from codeblock.train import prepare_model
+    from codeblock.train.trainer import prepare_model
 
     if args.model == "qwen2.5-0.5b-shape":
         from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -79,8 +79,8 @@ def _load(args, cfg):
 def run(args) -> dict[str, dict]:
     import torch
 
-    from codeblock.config import load_config
-    from codeblock.sparse_loss import IGNORE_INDEX, SupervisedHead, full_ce_sum, shift_labels, sparse_ce_sum
+    from codeblock.core.config import load_config
+    from codeblock.train.sparse_loss import IGNORE_INDEX, SupervisedHead, full_ce_sum, shift_labels, sparse_ce_sum
 
     cfg = load_config(ROOT / "params.yaml", args.set)
     torch.manual_seed(0)

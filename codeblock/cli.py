@@ -1,43 +1,41 @@
-"""`codeblock <command> --params params.yaml [-S key=value ...]`.
+"""`codeblock <command> --params params.yaml [--profile NAME] [-S key=value ...]`.
 
-Each command lives in its own module, which defines `add_args(parser)` (optional) and
-`cli(cfg, args) -> int | None`. This file only dispatches, so stages never import each other
-through the CLI and adding a command is one line in COMMANDS.
+Stage commands come from the one registry (`codeblock.stages.STAGES`): the CLI builds a
+`StageContext` from the options, runs `stage.run(cfg, ctx)`, prints the stage's summary, and with
+`--result-json FILE` writes the `StageResult` (what a Prefect task reads back when it runs the
+stage as a subprocess). Tool commands (fetch-assets, model, params) are listed in TOOLS.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import os
 import sys
+from pathlib import Path
 
-from codeblock.config import ConfigError, describe, load_config
+from codeblock.core.config import ConfigError, describe, load_config
+from codeblock.stages import STAGES, StageContext
 
-# command -> (module, help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "data": ("codeblock.data.build", "Build the canonical training pool from the configured sources."),
-    "fetch-assets": ("codeblock.assets", "Fetch offline benchmarks, training packages and the default model."),
-    "model": ("codeblock.models", "Resolve (and convert/cache) the configured model; print its summary."),
-    "filter": ("codeblock.filter", "Stage 1: quality + long-tail filtering, dedup, decontamination."),
-    "segment": ("codeblock.segment", "Stage 2: split responses into coding items and prose."),
-    "score": ("codeblock.score", "Stage 3: GCE utility over core logic tokens."),
-    "select": ("codeblock.select", "Stages 4-5: data-flow rerank, budgeted selection into sparse labels."),
-    "report-selection": ("codeblock.report", "HTML report of the selected items."),
-    "train": ("codeblock.train", "Sparse-loss fine-tuning."),
-    "evaluate": ("codeblock.evaluate.cli", "pass@k on the benchmark registry."),
-    "compare": ("codeblock.compare", "Method x benchmark table from MLflow."),
+# command -> (module defining cli(cfg, args) and optionally add_args(parser), help)
+TOOLS: dict[str, tuple[str, str]] = {
+    "fetch-assets": ("codeblock.data.assets", "Fetch offline benchmarks, training packages and the default model."),
+    "model": ("codeblock.core.models", "Resolve (and convert/cache) the configured model; print its summary."),
 }
+# Stage commands whose CLI name differs from the stage name (kept for existing scripts).
+ALIASES = {"report-selection": "report"}
+# argparse dests that belong to the CLI itself, not to a stage's options
+_COMMON = {"command", "params", "profile", "overrides", "method", "model_path", "no_progress", "result_json"}
 
 
-def _params_cmd(cfg, args) -> int:
+def _params_cmd() -> int:
     for key, default, help_ in describe():
         print(f"{key:40s} {default!r:30s} {help_}")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="codeblock", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def _common_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     common.add_argument("--profile", default=None, help="overlay profiles/<name>.yaml (e.g. smoke)")
@@ -45,26 +43,79 @@ def main(argv: list[str] | None = None) -> int:
         "-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a param, as in `dvc exp run -S train.lr=2e-4`",
     )
-    sub.add_parser("params", parents=[common], help="List every param with its help string.")
-    argv = sys.argv[1:] if argv is None else argv
-    wanted = argv[0] if argv else None
-    for name, (module, help_) in COMMANDS.items():
+    return common
+
+
+def _add_stage_args(p: argparse.ArgumentParser, name: str) -> None:
+    stage = STAGES[name]
+    if stage.per_method:
+        p.add_argument("--method", default=None, help="method (default: select.method; evaluate: base)")
+    if name == "evaluate":
+        p.add_argument("--model-path", default=None,
+                       help="trained model or PEFT adapter folder (default: runs/<method>/model if it exists, "
+                       "else model.name_or_path)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--result-json", default=None, help="also write the stage result (outputs, metrics) here")
+    mod = stage.load()
+    if hasattr(mod, "add_args"):
+        mod.add_args(p)
+
+
+def _write_result(path: str, data: dict) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, p)
+
+
+def build_parser(wanted: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="codeblock", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = _common_parser()
+    sub.add_parser("params", parents=[common], help="List every param with its default and help string.")
+    for name, stage in STAGES.items():
+        cli_names = [name, *(a for a, s in ALIASES.items() if s == name)]
+        for cli_name in cli_names:
+            p = sub.add_parser(cli_name, parents=[common], help=stage.help)
+            if cli_name == wanted:  # import only the module that runs: keeps `codeblock --help` fast
+                _add_stage_args(p, name)
+    for name, (module, help_) in TOOLS.items():
         p = sub.add_parser(name, parents=[common], help=help_)
-        if name == wanted:  # import only the module that runs: keeps `codeblock --help` fast
+        if name == wanted:
             mod = importlib.import_module(module)
             if hasattr(mod, "add_args"):
                 mod.add_args(p)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
         cfg = load_config(args.params, args.overrides, args.profile)
     except ConfigError as e:
         print(f"codeblock: config error: {e}", file=sys.stderr)
         return 2
     if args.command == "params":
-        return _params_cmd(cfg, args)
-    mod = importlib.import_module(COMMANDS[args.command][0])
-    rc = mod.cli(cfg, args)
-    return int(rc or 0)
+        return _params_cmd()
+    if args.command in TOOLS:
+        mod = importlib.import_module(TOOLS[args.command][0])
+        return int(mod.cli(cfg, args) or 0)
+    name = ALIASES.get(args.command, args.command)
+    stage = STAGES[name]
+    options = {k: v for k, v in vars(args).items() if k not in _COMMON}
+    ctx = StageContext(method=getattr(args, "method", None), model_path=getattr(args, "model_path", None),
+                       progress=not args.no_progress, options=options)
+    res = stage.run(cfg, ctx)
+    mod = stage.load()
+    if hasattr(mod, "summary"):
+        text = mod.summary(res)
+        if text:
+            print(text)
+    if args.result_json:
+        _write_result(args.result_json, res.to_json())
+    return res.exit_code
 
 
 if __name__ == "__main__":

@@ -13,13 +13,12 @@ config *reference* (params file, profile, overrides) and returns paths, sha256 h
 never models or tensors. Prefect does not cache (DVC owns caching). MLflow: one parent run per
 pipeline run, tagged with the git commit, the dvc.lock stage hashes, the Prefect flow-run id and
 the methods; each method gets a nested run tagged `method`, and the stage runs nest under it
-through CODEBLOCK_PARENT_RUN_ID (codeblock.tracking.parent_run).
+through CODEBLOCK_PARENT_RUN_ID (codeblock.core.tracking.parent_run).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from pathlib import Path
@@ -32,21 +31,11 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_link_artifact, create_markdown_artifact  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
-from codeblock.config import Config, load_config  # noqa: E402
-from codeblock.io import sha256_path  # noqa: E402
+from codeblock.core.config import Config, load_config  # noqa: E402
+from codeblock.core.io import sha256_path  # noqa: E402
+from codeblock.stages import SHARED_CHAIN, StageContext, run_stage  # noqa: E402
 
-# stage -> (module, function). The signatures are the stage contract (see each module).
-STAGES: dict[str, tuple[str, str]] = {
-    "data": ("codeblock.data.build", "run_data"),
-    "filter": ("codeblock.filter", "run_filter"),
-    "segment": ("codeblock.segment", "run_segment"),
-    "score": ("codeblock.score", "run_score"),
-    "select": ("codeblock.select", "run_select"),
-    "train": ("codeblock.train", "run_train"),
-    "evaluate": ("codeblock.evaluate", "run_evaluate"),
-    "report": ("codeblock.report", "run_report"),
-}
-CHAIN = ("filter", "segment", "score")  # what a method that is not pool-only needs after `data`
+CHAIN = SHARED_CHAIN  # what a method that is not pool-only needs after `data`
 HASH_LIMIT_BYTES = 2 << 30  # outputs larger than this are recorded by size, not hashed
 
 
@@ -74,18 +63,11 @@ def _fingerprint(path: str) -> str:
 
 def call_stage(stage: str, ref: dict[str, Any], method: str | None = None,
                model_path: str | None = None) -> dict[str, Any]:
-    """Run one stage function in this process; return {stage, method, outputs, hashes, metrics}."""
-    module, fn_name = STAGES[stage]
-    fn = getattr(importlib.import_module(module), fn_name)
-    cfg = load(ref)
-    if stage == "evaluate":
-        res = fn(cfg, model_path, method)
-    elif stage in ("select", "train"):
-        res = fn(cfg, method)
-    else:
-        res = fn(cfg)
-    outputs = [str(p) for p in (res.get("outputs") or [])]
-    metrics = {k: v for k, v in (res.get("metrics") or {}).items() if isinstance(v, (int, float, str, bool))}
+    """Run one stage (the registry's entry point) in this process; return {stage, method, outputs,
+    hashes, metrics}."""
+    res = run_stage(stage, load(ref), StageContext(method=method, model_path=model_path))
+    outputs = list(res.outputs)
+    metrics = {k: v for k, v in res.metrics.items() if isinstance(v, (int, float, str, bool))}
     return {"stage": stage, "method": method, "outputs": outputs,
             "hashes": {p: _fingerprint(p) for p in outputs}, "metrics": metrics}
 
@@ -157,7 +139,7 @@ def pipeline(method: str = "codeblock", params: str = "params.yaml", profile: st
              overrides: list[str] | None = None, prepare: bool = True) -> dict[str, Any]:
     """One method end to end: [data -> filter -> segment -> score ->] select -> train -> evaluate
     [-> report]. With prepare=False the shared stages are assumed done (the compare flow)."""
-    from codeblock.tracking import parent_run
+    from codeblock.core.tracking import parent_run
 
     ref = config_ref(params, profile, overrides)
     cfg = load(ref)
@@ -182,8 +164,8 @@ def pipeline(method: str = "codeblock", params: str = "params.yaml", profile: st
 def compare(methods: list[str] | None = None, params: str = "params.yaml", profile: str | None = None,
             overrides: list[str] | None = None) -> dict[str, Any]:
     """Every method of `methods` (default: pipeline.methods) on shared data, then the comparison."""
-    from codeblock.compare import markdown, run_compare
-    from codeblock.tracking import dvc_lock_tags, parent_run, set_model_alias
+    from codeblock.core.tracking import dvc_lock_tags, parent_run, set_model_alias
+    from codeblock.report.compare import markdown, run_compare
 
     ref = config_ref(params, profile, overrides)
     cfg = load(ref)
@@ -247,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.method:
         pipeline(method=args.method, params=args.params, profile=args.profile, overrides=args.overrides)
         return 0
-    from codeblock.compare import markdown
+    from codeblock.report.compare import markdown
 
     res = compare(methods=args.methods, params=args.params, profile=args.profile, overrides=args.overrides)
     print(markdown(res["table"]), end="")

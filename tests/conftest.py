@@ -17,7 +17,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture
 def cfg(tmp_path):
     """params.yaml with every output path under tmp_path, MLflow in a tmp SQLite store."""
-    from codeblock.config import load_config
+    from codeblock.core.config import load_config
 
     c = load_config(ROOT / "params.yaml")
     c.paths.raw_dir = str(ROOT / "data" / "raw")
@@ -37,7 +37,7 @@ def cfg(tmp_path):
 @pytest.fixture(scope="session")
 def default_model_dir() -> str:
     """The default model converted from its GGUF file (cached in models/hf after the first run)."""
-    from codeblock.models import resolve_model_path
+    from codeblock.core.models import resolve_model_path
 
     return resolve_model_path(str(ROOT / "models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
                               cache_dir=ROOT / "models" / "hf")
@@ -53,6 +53,6 @@ def tokenizer(default_model_dir):
 @pytest.fixture(scope="session")
 def tiny_model_dir(default_model_dir) -> str:
     """A tiny random Llama with the real SmolLM2 tokenizer and chat template."""
-    from codeblock.models import resolve_model_path
+    from codeblock.core.models import resolve_model_path
 
     return resolve_model_path("tiny-random", cache_dir=ROOT / "models" / "hf")

@@ -10,13 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 from test_select import stdlib_pairs, write_segments
 
-from codeblock.select import run_select
+from codeblock.select.methods import run_select
 
 
 @pytest.fixture
 def setup(cfg, default_model_dir):
     """A pool of 200 pairs (filtered = first 150), their segments and synthetic excess scores."""
-    from codeblock.segment import segment_rows
+    from codeblock.select.segment import segment_rows
 
     cfg.model.name_or_path = default_model_dir
     cfg.tracking.enabled = False
@@ -41,8 +41,8 @@ def labels_of(cfg, method):
 
 def test_full_and_full_filtered_supervise_every_response_token(setup):
     cfg, rows, segs, _ = setup
-    from codeblock.models import load_tokenizer
-    from codeblock.tokenize import encode_pair
+    from codeblock.core.models import load_tokenizer
+    from codeblock.core.tokenize import encode_pair
 
     m = run_select(cfg, "full")["metrics"]
     assert m["samples"] == 200 and m["supervised_ratio"] == 1.0

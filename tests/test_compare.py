@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from codeblock.compare import (
+from codeblock.core.config import load_config
+from codeblock.core.tracking import PARENT_ENV, dvc_lock_tags, parent_run, set_model_alias, stage_run
+from codeblock.report.compare import (
     best_method,
     from_mlflow,
     histogram,
@@ -16,8 +18,6 @@ from codeblock.compare import (
     pass_metrics,
     run_compare,
 )
-from codeblock.config import load_config
-from codeblock.tracking import PARENT_ENV, dvc_lock_tags, parent_run, set_model_alias, stage_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -149,7 +149,7 @@ def test_parent_run_nests_stage_runs_and_tags_dvc_lock(cfg, tmp_path):
 def test_champion_alias_goes_to_the_methods_newest_version(cfg):
     import mlflow
 
-    from codeblock.tracking import setup
+    from codeblock.core.tracking import setup
 
     setup(cfg)
     client = mlflow.MlflowClient()

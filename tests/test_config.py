@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from codeblock.config import Config, ConfigError, describe, load_config, parse_override
+from codeblock.core.config import Config, ConfigError, describe, load_config, parse_override
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,11 +87,34 @@ def test_bad_override_syntax():
         parse_override("train.lr")
 
 
-def test_section_hash_changes_with_its_group_only():
+def test_keys_hash_changes_with_its_group_only():
     a = load_config(ROOT / "params.yaml")
     b = load_config(ROOT / "params.yaml", ["train.lr=3e-4"])
-    assert a.section_hash("select") == b.section_hash("select")
-    assert a.section_hash("train") != b.section_hash("train")
+    assert a.keys_hash("select") == b.keys_hash("select")
+    assert a.keys_hash("train") != b.keys_hash("train")
+
+
+@pytest.mark.parametrize("override", ["segment.workers=7", "eval.workers=5", "train.logging_steps=9",
+                                      "train.log_model=false", "eval.torch_threads=1"])
+def test_volatile_keys_change_no_stage_hash(override):
+    from codeblock.stages import STAGES, stage_hash
+
+    a = load_config(ROOT / "params.yaml")
+    b = load_config(ROOT / "params.yaml", [override])
+    assert a.to_dict() != b.to_dict()
+    assert all(stage_hash(a, n) == stage_hash(b, n) for n in STAGES)
+
+
+@pytest.mark.parametrize("override,stage", [("segment.max_item_tokens=32", "segment"),
+                                            ("segment.max_item_tokens=32", "select"),
+                                            ("eval.max_new_tokens=17", "evaluate"),
+                                            ("filter.knn_k=3", "filter")])
+def test_result_keys_change_their_stage_hash(override, stage):
+    from codeblock.stages import stage_hash
+
+    a = load_config(ROOT / "params.yaml")
+    b = load_config(ROOT / "params.yaml", [override])
+    assert stage_hash(a, stage) != stage_hash(b, stage)
 
 
 def test_cli_reports_config_error(capsys):

@@ -3,11 +3,11 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from codeblock.config import SourceConfig
+from codeblock.core.io import BadRowError
+from codeblock.core.params import SourceConfig
 from codeblock.data.build import run_data
 from codeblock.data.hub import OPENCODEINSTRUCT
 from codeblock.data.schema import judge_mean
-from codeblock.io import BadRowError
 
 
 def oci_row(i, **over):

@@ -11,8 +11,8 @@ from collections import deque
 
 import pytest
 
-from codeblock.dataflow import adjacency, betweenness, def_use_pairs, item_edges, reach
-from codeblock.segment import segment_response
+from codeblock.select.dataflow import adjacency, betweenness, def_use_pairs, item_edges, reach
+from codeblock.select.segment import segment_response
 
 
 def pairs(code: str) -> set[tuple[str, int, int]]:

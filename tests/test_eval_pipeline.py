@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from codeblock.config import load_config
+from codeblock.core.config import load_config
 from codeblock.evaluate import sanitize as S
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,8 +101,8 @@ def test_run_evaluate_tiny_model_cache_results_mlflow(cfg, monkeypatch):
 def test_run_evaluate_peft_adapter_folder(cfg, tmp_path):
     from peft import LoraConfig, get_peft_model
 
+    from codeblock.core.models import load_model
     from codeblock.evaluate import run_evaluate
-    from codeblock.models import load_model
 
     base = load_model(cfg.model)
     adapter = tmp_path / "runs" / "codeblock" / "model"

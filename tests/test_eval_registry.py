@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from codeblock.config import load_config
+from codeblock.core.config import load_config
 from codeblock.evaluate import registry as R
 
 REPO = Path(__file__).resolve().parents[1]

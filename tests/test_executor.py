@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from codeblock.config import load_config
+from codeblock.core.config import load_config
 from codeblock.evaluate import registry as R
 from codeblock.evaluate.executor import Executor, Limits, Task, isolation_mode
 from codeblock.evaluate.pipeline import make_task

@@ -10,17 +10,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from codeblock.config import load_config
+from codeblock.core.config import load_config
+from codeblock.core.io import read_parquet_metadata
 from codeblock.data.schema import ARROW_SCHEMA
-from codeblock.embed import embed_texts, knn_longtail
-from codeblock.filter import (
+from codeblock.select.embed import embed_texts, knn_longtail
+from codeblock.select.filter import (
     Decontaminator,
     heuristic_quality,
     lsh_bands,
     near_duplicates,
     run_filter,
 )
-from codeblock.io import read_parquet_metadata
+from codeblock.stages import stage_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -141,7 +142,7 @@ def test_filter_reasons_and_outputs(tmp_path):
     assert m["kept"] == len(kept) and m["dropped"] == len(why)
     assert m["pool_rows"] == m["kept"] + m["dropped"]
     meta = read_parquet_metadata(cfg.paths.filtered)
-    assert meta["config_hash"] == cfg.section_hash("filter") and len(meta["input"]["sha256"]) == 64
+    assert meta["config_hash"] == stage_hash(cfg, "filter") and len(meta["input"]["sha256"]) == 64
     assert "missing" in meta["decontam_unavailable"]
 
 
@@ -245,7 +246,7 @@ def test_decontaminator_ignores_boilerplate():
 
 
 def test_bad_pool_rows(tmp_path):
-    from codeblock.io import BadRowError
+    from codeblock.core.io import BadRowError
 
     rows = fixture_rows()
     rows[1]["id"] = rows[0]["id"]
@@ -309,7 +310,7 @@ def test_registry_decontamination_and_unavailable_benchmark(tmp_path):
     import gzip
     import json
 
-    from codeblock.filter import build_decontaminator
+    from codeblock.select.filter import build_decontaminator
 
     first = json.loads(gzip.open(ROOT / "data" / "raw" / "humaneval" / "HumanEval.jsonl.gz", "rt").readline())
     rows = fixture_rows()[:4] + [row("he0", first["prompt"], "```python\n" + first["canonical_solution"] + "\n```\n" * 2)]

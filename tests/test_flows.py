@@ -14,21 +14,22 @@ from pathlib import Path
 import pytest
 import yaml
 
-from codeblock.config import load_config
+from codeblock.core.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFECT = str(Path(sys.executable).parent / "prefect")
 
 
 def test_flow_helpers():
-    from flows.pipeline import STAGES, call_stage, config_ref, load, needs_chain
+    from codeblock.stages import STAGES
+    from flows.pipeline import call_stage, config_ref, load, needs_chain
 
     ref = config_ref("params.yaml", "smoke", ["eval.limit=1"])
     assert ref == {"params": "params.yaml", "profile": "smoke", "overrides": ["eval.limit=1"]}
     cfg = load({**ref, "params": str(ROOT / "params.yaml")})
     assert cfg.eval.limit == 1 and cfg.model.name_or_path == "tiny-random"
     assert needs_chain(cfg, ["codeblock", "full"]) and not needs_chain(cfg, ["full"])
-    assert list(STAGES) == ["data", "filter", "segment", "score", "select", "train", "evaluate", "report"]
+    assert list(STAGES) == ["data", "filter", "segment", "score", "select", "train", "evaluate", "report", "compare"]
     with pytest.raises(KeyError):
         call_stage("nonexistent", ref)
 

@@ -1,6 +1,6 @@
 """The MLflow UI, served on loopback, shows the pipeline's runs and metrics in a real browser.
 
-Runs are written the way the pipeline writes them (codeblock.tracking: a parent run per pipeline
+Runs are written the way the pipeline writes them (codeblock.core.tracking: a parent run per pipeline
 run, a nested run per method, stage runs below), then `mlflow server` serves the SQLite store and
 headless Chromium renders the pages (JavaScript on) and dumps the DOM. CI installs the browser
 with `apt-get install -y chromium`; without it this test is skipped locally and fails in CI.
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from codeblock.config import load_config
-from codeblock.tracking import parent_run, stage_run
+from codeblock.core.config import load_config
+from codeblock.core.tracking import parent_run, stage_run
 
 pytestmark = pytest.mark.slow
 

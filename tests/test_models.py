@@ -4,15 +4,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from codeblock.config import ModelConfig
-from codeblock.models import (
+from codeblock.core.models import (
     load_model,
     load_tokenizer,
     model_identity,
     resolve_dtype,
     resolve_model_path,
 )
-from codeblock.tokenize import encode_pair, encode_pairs, encode_prompt
+from codeblock.core.params import ModelConfig
+from codeblock.core.tokenize import encode_pair, encode_pairs, encode_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
 GGUF = ROOT / "models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -23,7 +23,7 @@ def test_gguf_conversion_reloads_with_identical_outputs(tmp_path):
     """The real default model: GGUF -> HF folder, then the folder gives the same logits as the GGUF."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from codeblock.models import convert_gguf
+    from codeblock.core.models import convert_gguf
 
     folder = convert_gguf(GGUF, tmp_path)
     assert (folder / "config.json").exists() and (folder / "model.safetensors").exists()

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from codeblock.report import render_sample
+from codeblock.report.selection import render_sample
 
 
 def test_render_sample_marks_items_tokens_and_escapes():
@@ -33,9 +33,9 @@ def test_render_sample_marks_items_tokens_and_escapes():
 
 
 def test_report_selection_end_to_end(cfg, default_model_dir, tmp_path):
-    from codeblock.report import run_report
-    from codeblock.segment import run_segment
-    from codeblock.select import read_segments, run_select
+    from codeblock.report.selection import run_report
+    from codeblock.select.methods import read_segments, run_select
+    from codeblock.select.segment import run_segment
 
     cfg.model.name_or_path = default_model_dir
     cfg.tracking.enabled = False

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from codeblock.score import gce_from_logp, load_scores, make_batches, run_score
+from codeblock.select.score import gce_from_logp, load_scores, make_batches, run_score
 
 ROWS = [
     ("s0", "Add two numbers.", "```python\ndef add(a, b):\n    return a + b\n```"),
@@ -72,7 +72,7 @@ def direct_gce(model_dir, tok, input_ids, start, end, q):
 
 
 def test_gce_matches_direct_computation(scfg, tokenizer, monkeypatch):
-    from codeblock.tokenize import encode_pair
+    from codeblock.core.tokenize import encode_pair
 
     # mlflow.set_tracking_uri (called by an earlier test) exports MLFLOW_TRACKING_URI, which
     # tracking.tracking_uri prefers over the config: clear it so this test's store is used

@@ -6,8 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from codeblock.languages import LANGUAGES, get_spec
-from codeblock.segment import find_regions, segment_response, split_markdown
+from codeblock.select.languages import LANGUAGES, get_spec
+from codeblock.select.segment import find_regions, segment_response, split_markdown
 
 
 def char_offsets(text: str):
@@ -173,7 +173,7 @@ def test_syntax_error_regions_skip_or_drop(cfg):
     assert "x = 1" in texts and "print(i)" in texts
     assert not any("y = = 2" in t for t in texts)
     assert seg.n_error_regions > 0
-    from codeblock.segment import _row
+    from codeblock.select.segment import _row
 
     class Enc:  # the tokenization shape _row consumes
         input_ids = list(range(len(text)))
@@ -284,8 +284,8 @@ def _write_pool(path, rows):
 
 
 def test_run_segment_writes_schema_and_workers_agree(cfg, tmp_path, default_model_dir):
-    from codeblock.segment import arrow_schema, run_segment
-    from codeblock.tokenize import encode_pair
+    from codeblock.core.tokenize import encode_pair
+    from codeblock.select.segment import arrow_schema, run_segment
 
     rows = [
         {"id": f"s{i}", "instruction": f"Write function number {i}.",
@@ -308,7 +308,7 @@ def test_run_segment_writes_schema_and_workers_agree(cfg, tmp_path, default_mode
     run_segment(cfg)
     assert pq.read_table(cfg.paths.segments).to_pylist() == out
     # token indices line up with the shared tokenization used by `score`
-    from codeblock.models import load_tokenizer
+    from codeblock.core.models import load_tokenizer
 
     tok = load_tokenizer(cfg.model)
     enc = encode_pair(tok, rows[3]["instruction"], rows[3]["response"], cfg.score.max_length)

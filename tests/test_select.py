@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from codeblock.io import BadRowError
-from codeblock.select import (
+from codeblock.core.io import BadRowError
+from codeblock.select.methods import (
     fill_budget,
     gated_priority,
     join_scores,
@@ -58,8 +58,8 @@ def stdlib_pairs(n: int) -> list[dict]:
 @pytest.fixture(scope="module")
 def pool_segments(default_model_dir):
     """600 stdlib responses segmented with the real tokenizer, plus deterministic synthetic GCE."""
-    from codeblock.config import load_config
-    from codeblock.segment import segment_rows
+    from codeblock.core.config import load_config
+    from codeblock.select.segment import segment_rows
 
     c = load_config(Path(__file__).resolve().parents[1] / "params.yaml")
     c.model.name_or_path = default_model_dir
@@ -76,7 +76,7 @@ def pool_segments(default_model_dir):
 
 
 def write_segments(cfg, segs):
-    from codeblock.segment import arrow_schema
+    from codeblock.select.segment import arrow_schema
 
     Path(cfg.paths.segments).parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(segs, schema=arrow_schema()), cfg.paths.segments)
@@ -173,7 +173,7 @@ def test_join_scores_checks_tokenization():
 
 
 def test_run_select_on_600_responses(cfg, pool_segments, monkeypatch):
-    # mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI, which codeblock.tracking then prefers:
+    # mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI, which codeblock.core.tracking then prefers:
     # drop what an earlier test in this process left, so this test's own store is used
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     _, segs, scores = pool_segments
@@ -261,8 +261,8 @@ def test_unknown_method_is_refused(cfg):
 
 def test_segment_score_select_contract(cfg, tiny_model_dir):
     """The real chain on a tiny random model: segment -> score (stage 3) -> select, token indices aligned."""
-    from codeblock.score import run_score
-    from codeblock.segment import run_segment
+    from codeblock.select.score import run_score
+    from codeblock.select.segment import run_segment
 
     cfg.model.name_or_path = tiny_model_dir
     cfg.model.device = "cpu"
@@ -275,7 +275,7 @@ def test_segment_score_select_contract(cfg, tiny_model_dir):
     pq.write_table(pa.Table.from_pylist(rows), cfg.paths.filtered)
     run_segment(cfg)
     run_score(cfg)
-    m = run_select(cfg)["metrics"]  # scores loaded through codeblock.score.load_scores
+    m = run_select(cfg)["metrics"]  # scores loaded through codeblock.select.score.load_scores
     assert m["samples"] == 24 and abs(m["supervised_ratio"] - 0.1) <= 0.02 and m["code_tokens"] > 0
     cfg.score.max_length = 200  # a different tokenization must be refused, not silently misaligned
     run_segment(cfg)

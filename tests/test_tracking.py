@@ -1,7 +1,7 @@
 import os
 
-from codeblock.config import load_config
-from codeblock.tracking import metric_name, stage_run, tracking_uri
+from codeblock.core.config import load_config
+from codeblock.core.tracking import metric_name, stage_run, tracking_uri
 
 
 def test_metric_names_have_no_at_sign():

@@ -40,8 +40,8 @@ def assert_same_weights(a: dict, b: dict, atol: float):
 
 
 def run_in_process(ov: list[str]) -> dict:
-    from codeblock.config import load_config
-    from codeblock.train import run_train
+    from codeblock.core.config import load_config
+    from codeblock.train.trainer import run_train
 
     return run_train(load_config(ROOT / "params.yaml", ov), "codeblock")
 

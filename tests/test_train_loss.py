@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from codeblock.collate import MicroBatchCollator
-from codeblock.sparse_loss import IGNORE_INDEX, SupervisedHead, full_ce_sum, shift_labels, sparse_ce_sum
+from codeblock.train.collate import MicroBatchCollator
+from codeblock.train.sparse_loss import IGNORE_INDEX, SupervisedHead, full_ce_sum, shift_labels, sparse_ce_sum
 
 VOCAB = 151
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 from test_train_loss import VOCAB, tiny_llama
 
-from codeblock.collate import LabelSet, MicroBatchCollator, MicroBatches, load_label_set, token_budget_batches
-from codeblock.io import BadRowError, sha256_file, write_parquet
-from codeblock.sparse_loss import IGNORE_INDEX, full_ce_sum
-from codeblock.train import build_trainer
+from codeblock.core.io import BadRowError, sha256_file, write_parquet
+from codeblock.train.collate import LabelSet, MicroBatchCollator, MicroBatches, load_label_set, token_budget_batches
+from codeblock.train.sparse_loss import IGNORE_INDEX, full_ce_sum
+from codeblock.train.trainer import build_trainer
 
 
 def make_set(n: int, seed: int = 0, zero: tuple[int, ...] = ()) -> LabelSet:
@@ -148,7 +148,7 @@ def write_labels(path, n: int = 24, vocab: int = 49152, seed: int = 0, share: fl
 def test_run_train_outputs_and_mlflow(cfg, tmp_path, tiny_model_dir):
     import mlflow
 
-    from codeblock.train import run_train
+    from codeblock.train.trainer import run_train
 
     cfg.model.name_or_path = tiny_model_dir
     cfg.model.device = "cpu"
@@ -194,8 +194,8 @@ def test_merged_and_full_finetune_save_plain_models(cfg, tmp_path, tiny_model_di
     gradient checkpointing: both give an ordinary safetensors folder that from_pretrained loads."""
     from transformers import AutoModelForCausalLM
 
-    from codeblock.models import load_model
-    from codeblock.train import run_train
+    from codeblock.core.models import load_model
+    from codeblock.train.trainer import run_train
 
     cfg.model.name_or_path = tiny_model_dir
     cfg.model.device = "cpu"

@@ -19,8 +19,9 @@ from tqdm import tqdm
 
 from codeblock.data import hub, local, offline
 from codeblock.data.schema import ARROW_SCHEMA, COLUMNS, normalise, resolve_mapping
-from codeblock.io import BadRowError, write_parquet
-from codeblock.tracking import stage_run
+from codeblock.core.io import BadRowError, write_parquet
+from codeblock.core.tracking import stage_run
+from codeblock.stages import StageContext, StageResult, stage_hash
 
 
 def _source_label(src) -> str:
@@ -88,7 +89,7 @@ def run_data(cfg, load_hub=None) -> dict[str, Any]:
     counts = {label: dict(c) for label, c in stats.items()}
     meta = {
         "stage": "data",
-        "config_hash": cfg.section_hash("data"),
+        "config_hash": stage_hash(cfg, "data"),
         "counts": counts,
         "python": platform.python_version(),
         "builders": offline.BUILDER_VERSION,
@@ -106,9 +107,12 @@ def run_data(cfg, load_hub=None) -> dict[str, Any]:
     return {"outputs": [str(out)], "metrics": metrics, "counts": counts}
 
 
-def cli(cfg, args) -> int:
-    res = run_data(cfg)
-    print(f"wrote {res['outputs'][0]}: {res['metrics']['rows']} rows")
-    for label, c in res["counts"].items():
-        print(f"  {label:24s} {c.get('kept', 0):6d} rows   {c.get('skipped', 0):4d} skipped")
-    return 0
+def run(cfg, ctx: StageContext) -> StageResult:
+    return StageResult.from_dict("data", run_data(cfg))
+
+
+def summary(res: StageResult) -> str:
+    lines = [f"wrote {res.outputs[0]}: {res.metrics['rows']} rows"]
+    for label, c in res.payload["counts"].items():
+        lines.append(f"  {label:24s} {c.get('kept', 0):6d} rows   {c.get('skipped', 0):4d} skipped")
+    return "\n".join(lines)

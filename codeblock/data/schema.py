@@ -11,7 +11,7 @@ import json
 import math
 from typing import Any
 
-from codeblock.io import BadRowError
+from codeblock.core.io import BadRowError
 
 COLUMNS = ["id", "instruction", "response", "source", "judge_score", "test_score", "domain"]
 REQUIRED = ("id", "instruction", "response")

@@ -2,7 +2,7 @@
 
 Backends: transformers (CPU or GPU, device and dtype from `cfg.model`, left padding for batched
 decoding) and vLLM when it is installed (`eval.backend: vllm`). Instruct prompts go through the
-model's chat template (`codeblock.tokenize.encode_prompt`); completion prompts are raw text.
+model's chat template (`codeblock.core.tokenize.encode_prompt`); completion prompts are raw text.
 
 Cache: `<reports_dir>/generations/<benchmark>/<key>.jsonl`, one line per task
 `{"task_id", "samples": [raw text, ...]}`, where key hashes (model identity, benchmark dataset
@@ -61,8 +61,8 @@ def read_cache(path: Path) -> dict[str, list[str]]:
 
 def prompt_ids(tokenizer, problem: Problem, fmt: str) -> tuple[list[int], str]:
     """(token ids given to the model, stop rule): instruct -> the chat template via
-    `codeblock.tokenize.encode_prompt`; completion -> the raw code prompt."""
-    from codeblock.tokenize import encode_prompt
+    `codeblock.core.tokenize.encode_prompt`; completion -> the raw code prompt."""
+    from codeblock.core.tokenize import encode_prompt
 
     if fmt == "completion":
         text = problem.completion_prompt or problem.prompt
@@ -88,7 +88,7 @@ def finalize(text: str, rule: str) -> str:
 
 class TransformersBackend:
     def __init__(self, cfg, model_path: str | None):
-        from codeblock.models import load_model, load_tokenizer
+        from codeblock.core.models import load_model, load_tokenizer
 
         self.cfg = cfg
         if cfg.eval.torch_threads > 0:
@@ -135,7 +135,7 @@ class VLLMBackend:  # pragma: no cover - needs vLLM and a GPU
     def __init__(self, cfg, model_path: str | None):
         from vllm import LLM
 
-        from codeblock.models import load_tokenizer, resolve_model_path
+        from codeblock.core.models import load_tokenizer, resolve_model_path
 
         path = resolve_model_path(model_path or cfg.model.name_or_path, cfg.model)
         if (Path(path) / "adapter_config.json").exists():

@@ -18,6 +18,7 @@ from typing import Any
 from codeblock.evaluate import registry as R
 from codeblock.evaluate.executor import Executor, Task, Verdict, executor_from_cfg
 from codeblock.evaluate.results import pass_at_k, print_table, write_results
+from codeblock.stages import stage_hash
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +121,8 @@ def default_model_path(cfg, method: str) -> str | None:
 def run_evaluate(cfg, model_path: str | None = None, method: str = "base", *, self_check: bool = False,
                  limit: int | None = None, benchmarks: list[str] | None = None, progress: bool = True,
                  print_summary: bool = False) -> dict[str, Any]:
+    from codeblock.core.tracking import stage_run
     from codeblock.evaluate.generate import decoding_settings
-    from codeblock.tracking import stage_run
 
     names = list(benchmarks or cfg.eval.benchmarks)
     for n in names:
@@ -130,7 +131,7 @@ def run_evaluate(cfg, model_path: str | None = None, method: str = "base", *, se
     executor = executor_from_cfg(cfg)
     model_id = ""
     if not self_check:
-        from codeblock.models import model_identity
+        from codeblock.core.models import model_identity
 
         model_id = model_identity(cfg.model, model_path)
     state: dict[str, Any] = {}
@@ -164,7 +165,7 @@ def run_evaluate(cfg, model_path: str | None = None, method: str = "base", *, se
                     tr.set_tags({"unavailable": blk["reason"][:5000]})
         result = write_results(out_dir, method=method, model_path=model_path or cfg.model.name_or_path,
                                model_id=model_id, harness=executor.describe(), decoding=decoding_settings(cfg),
-                               self_check=self_check, blocks=blocks, config_hash=cfg.section_hash("eval", "model"))
+                               self_check=self_check, blocks=blocks, config_hash=stage_hash(cfg, "evaluate"))
         parent.log_metrics(result["metrics"])
         parent.log_artifact(out_dir / "results.json", "eval")
     if print_summary:

@@ -217,7 +217,7 @@ def _source(cfg, spec: Benchmark) -> tuple[str, Path | None]:
 
 def load_benchmark(cfg, name: str) -> LoadedBenchmark:
     """Load and normalise one benchmark (all problems; `cfg.eval.limit` is applied by callers)."""
-    from codeblock.io import sha256_bytes, sha256_file
+    from codeblock.core.io import sha256_bytes, sha256_file
 
     spec = get(name)
     kind, path = _source(cfg, spec)
@@ -260,7 +260,7 @@ _DFB_INSTRUCTION = "Use pandas as the data processing library in your solution."
 
 
 def _need(row: dict, key: str, source: str, i: int) -> Any:
-    from codeblock.io import BadRowError
+    from codeblock.core.io import BadRowError
 
     if key not in row or row[key] is None:
         raise BadRowError(source, i, key, "missing")
@@ -335,7 +335,7 @@ def _normalise_unittest(spec: Benchmark, row: dict, i: int, source: str) -> Prob
         prompt = prompt.replace("{library_instruction}", _DFB_INSTRUCTION).replace("{library_import}", _DFB_IMPORT)
         gt = _need(row, "ground_truth", source, i)
         if not isinstance(gt, dict) or "pandas" not in gt:
-            from codeblock.io import BadRowError
+            from codeblock.core.io import BadRowError
 
             raise BadRowError(source, i, "ground_truth", "expected a mapping with a 'pandas' solution")
         return Problem(
@@ -347,7 +347,7 @@ def _normalise_unittest(spec: Benchmark, row: dict, i: int, source: str) -> Prob
     code_prompt = row.get("code_prompt") or ""
     prompt = row.get("instruct_prompt") or row.get("complete_prompt") or ""
     if not prompt:
-        from codeblock.io import BadRowError
+        from codeblock.core.io import BadRowError
 
         raise BadRowError(source, i, "instruct_prompt", "missing")
     libs = row.get("libs") or []

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from codeblock.io import write_json
+from codeblock.core.io import write_json
 
 METRIC_DIR = Path(__file__).resolve().parents[2] / "metrics" / "pass_at_k"
 SCHEMA = "codeblock-eval-1"

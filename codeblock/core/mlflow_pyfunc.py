@@ -1,6 +1,6 @@
 """MLflow "model from code" for a saved model folder (LoRA adapter, merged or full model).
 
-`codeblock.tracking.log_model_dir` logs this file together with the folder (as the artifact
+`codeblock.core.tracking.log_model_dir` logs this file together with the folder (as the artifact
 `model_dir`), so `mlflow.pyfunc.load_model("models:/<name>@candidate")` gives a model whose
 `predict(["instruction", ...])` returns greedy completions. It needs only transformers (and peft
 for an adapter). An adapter's base model is read from its adapter_config.json

@@ -17,7 +17,7 @@ import logging
 
 import numpy as np
 
-from codeblock.select import (
+from codeblock.select.methods import (
     Sample,
     Selection,
     _groups,
@@ -37,8 +37,8 @@ def _encoded_samples(cfg, path: str) -> list[Sample]:
     import pyarrow.parquet as pq
     from tqdm import tqdm
 
-    from codeblock.models import load_tokenizer
-    from codeblock.tokenize import encode_pairs
+    from codeblock.core.models import load_tokenizer
+    from codeblock.core.tokenize import encode_pairs
 
     t = pq.read_table(path, columns=["id", "instruction", "response"])
     ids, ins, resp = (t.column(c).to_pylist() for c in ("id", "instruction", "response"))
@@ -56,13 +56,13 @@ def _encoded_samples(cfg, path: str) -> list[Sample]:
 
 
 def full(cfg, scores=None) -> Selection:
-    from codeblock.io import sha256_file
+    from codeblock.core.io import sha256_file
 
     return Selection("full", _encoded_samples(cfg, cfg.paths.pool), inputs={cfg.paths.pool: sha256_file(cfg.paths.pool)})
 
 
 def full_filtered(cfg, scores=None) -> Selection:
-    from codeblock.io import sha256_file
+    from codeblock.core.io import sha256_file
 
     p = cfg.paths.filtered
     return Selection("full_filtered", _encoded_samples(cfg, p), inputs={p: sha256_file(p)})
@@ -73,7 +73,7 @@ def _segments(cfg) -> list[dict]:
 
 
 def _inputs(cfg) -> dict:
-    from codeblock.io import sha256_file
+    from codeblock.core.io import sha256_file
 
     return {cfg.paths.segments: sha256_file(cfg.paths.segments)}
 

@@ -28,8 +28,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from codeblock.io import atomic_write_text, write_json
-from codeblock.tracking import metric_name
+from codeblock.core.io import atomic_write_text, write_json
+from codeblock.core.tracking import metric_name
+from codeblock.stages import StageContext, StageResult
 
 _PASS = re.compile(r"^pass_at_(\d+)$")
 _SKIP_PARTS = {"eval", "evaluate", "metrics", "benchmarks", "results", "mean", "value"}
@@ -162,7 +163,7 @@ def _eval_group_root(run, by_id: dict[str, Any]):
 
 def from_mlflow(cfg, methods: list[str] | None = None, run_id: str | None = None) -> dict[str, dict[str, float]]:
     """The same table from the evaluate runs in MLflow (newest per method, or below `run_id`)."""
-    from codeblock.tracking import setup
+    from codeblock.core.tracking import setup
 
     mlflow = setup(cfg)
     exp = mlflow.get_experiment_by_name(cfg.tracking.experiment)
@@ -304,7 +305,8 @@ def run_compare(cfg, source: str = "files", run_id: str | None = None, write: bo
     outputs = write_outputs(cfg, table) if write else []
     metrics = {f"{m}/{k}": v for m, row in table.items() for k, v in row.items()}
     return {"outputs": outputs, "metrics": metrics, "table": table,
-            "best": best_method(table, cfg.pipeline.champion_metric)}
+            "best": best_method(table, cfg.pipeline.champion_metric),
+            "champion_metric": cfg.pipeline.champion_metric}
 
 
 def add_args(p) -> None:
@@ -314,9 +316,16 @@ def add_args(p) -> None:
     p.add_argument("--write", action="store_true", help="also write summary/plot files under pipeline.compare_dir")
 
 
-def cli(cfg, args) -> int:
-    res = run_compare(cfg, source=args.source, run_id=args.run_id, write=args.write)
-    print(markdown(res["table"]), end="")
-    if res["best"]:
-        print(f"best by {cfg.pipeline.champion_metric}: {res['best']}")
-    return 0 if res["table"] or args.source == "files" else 1
+def run(cfg, ctx: StageContext) -> StageResult:
+    o = ctx.options
+    source = o.get("source") or "mlflow"
+    res = run_compare(cfg, source=source, run_id=o.get("run_id"), write=bool(o.get("write")))
+    failed = not res["table"] and source != "files"
+    return StageResult.from_dict("compare", res, exit_code=1 if failed else 0)
+
+
+def summary(res: StageResult) -> str:
+    out = markdown(res.payload["table"])
+    if res.payload.get("best"):
+        out += f"best by {res.payload['champion_metric']}: {res.payload['best']}\n"
+    return out.rstrip("\n")

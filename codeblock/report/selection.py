@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from codeblock.stages import StageContext, StageResult
+
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1100px;color:#222;background:#fafafa}
 h1{font-size:1.5em}h2{font-size:1.05em;margin:0 0 .4em 0}
@@ -94,9 +96,9 @@ def render_sample(response: str, items: list[dict], sup_spans: list[tuple[int, i
 def build_report(cfg, method: str = "codeblock", n: int = 20, seed: int | None = None) -> tuple[str, dict]:
     import pyarrow.parquet as pq
 
-    from codeblock.models import load_tokenizer
-    from codeblock.select import read_segments
-    from codeblock.tokenize import encode_pair
+    from codeblock.core.models import load_tokenizer
+    from codeblock.core.tokenize import encode_pair
+    from codeblock.select.methods import read_segments
 
     lab_dir = Path(cfg.paths.labels_dir) / method
     labels = {r["id"]: r for r in pq.read_table(lab_dir / "labels.parquet").to_pylist()}
@@ -163,7 +165,7 @@ def build_report(cfg, method: str = "codeblock", n: int = 20, seed: int | None =
 
 
 def run_report(cfg, method: str | None = None, n: int = 20, out: str | None = None) -> dict:
-    from codeblock.io import atomic_write_text
+    from codeblock.core.io import atomic_write_text
 
     method = method or cfg.select.method
     page, metrics = build_report(cfg, method, n)
@@ -178,7 +180,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="output file (default: <reports_dir>/selection.html)")
 
 
-def cli(cfg, args) -> int:
-    res = run_report(cfg, getattr(args, "method", None), getattr(args, "n", 20), getattr(args, "out", None))
-    print(f"wrote {res['outputs'][0]} ({res['metrics']['samples_rendered']} responses)")
-    return 0
+def run(cfg, ctx: StageContext) -> StageResult:
+    o = ctx.options
+    res = run_report(cfg, o.get("method") or ctx.method, int(o.get("n") or 20), o.get("out"))
+    return StageResult.from_dict("report", res)
+
+
+def summary(res: StageResult) -> str:
+    return f"wrote {res.outputs[0]} ({res.metrics['samples_rendered']} responses)"

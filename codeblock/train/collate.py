@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codeblock.io import BadRowError
-from codeblock.sparse_loss import IGNORE_INDEX, shift_labels
+from codeblock.core.io import BadRowError
+from codeblock.train.sparse_loss import IGNORE_INDEX, shift_labels
 
 REQUIRED_COLUMNS = ("id", "input_ids", "labels")
 

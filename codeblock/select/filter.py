@@ -52,7 +52,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from codeblock.io import BadRowError, read_parquet_metadata, sha256_file, write_parquet
+from codeblock.core.io import BadRowError, read_parquet_metadata, sha256_file, write_parquet
+from codeblock.stages import StageContext, StageResult, stage_hash
 
 log = logging.getLogger(__name__)
 
@@ -348,8 +349,8 @@ def n_to_keep(keep: float, n: int) -> int:
 
 def run_filter(cfg, problem_texts: ProblemTexts | None = None, progress: bool = True) -> dict:
     """Filter `paths.pool` into `paths.filtered` and `paths.filter_report` (module docstring)."""
-    from codeblock.embed import embed_texts, knn_longtail
-    from codeblock.tracking import stage_run
+    from codeblock.core.tracking import stage_run
+    from codeblock.select.embed import embed_texts, knn_longtail
 
     fc = cfg.filter
     rows = _read_pool(cfg.paths.pool)
@@ -391,7 +392,7 @@ def run_filter(cfg, problem_texts: ProblemTexts | None = None, progress: bool = 
     # 5. long-tail and rank
     longtail = np.zeros(n)
     if cands:
-        from codeblock.models import resolve_device
+        from codeblock.core.models import resolve_device
 
         emb = embed_texts([rows[i]["instruction"] for i in cands], fc.embedder, fc.embed_batch_size,
                           device=str(resolve_device(cfg.model)), models_dir=cfg.paths.models_dir,
@@ -410,7 +411,7 @@ def run_filter(cfg, problem_texts: ProblemTexts | None = None, progress: bool = 
     pool_meta = read_parquet_metadata(cfg.paths.pool)
     meta = {
         "stage": "filter",
-        "config_hash": cfg.section_hash("filter"),
+        "config_hash": stage_hash(cfg, "filter"),
         "input": {"pool": cfg.paths.pool, "sha256": sha256_file(cfg.paths.pool)},
         "pool_meta_hash": pool_meta.get("config_hash"),
         "decontam_problems": dec.counts,
@@ -472,14 +473,16 @@ def run_filter(cfg, problem_texts: ProblemTexts | None = None, progress: bool = 
     }
 
 
-def cli(cfg, args) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    res = run_filter(cfg)
-    m = res["metrics"]
-    print(f"filter: kept {m['kept']} of {m['pool_rows']} -> {cfg.paths.filtered}")
-    for reason, count in sorted(res["reasons"].items()):
-        print(f"  dropped {reason:28s} {count}")
-    for name, why in res["decontam_unavailable"].items():
-        print(f"  WARNING decontamination skipped {name}: {why}")
-    print(f"  report -> {cfg.paths.filter_report}")
-    return 0
+def run(cfg, ctx: StageContext) -> StageResult:
+    return StageResult.from_dict("filter", run_filter(cfg, progress=ctx.progress))
+
+
+def summary(res: StageResult) -> str:
+    m = res.metrics
+    lines = [f"filter: kept {m['kept']} of {m['pool_rows']} -> {res.outputs[0]}"]
+    lines += [f"  dropped {reason:28s} {count}" for reason, count in sorted(res.payload["reasons"].items())]
+    lines += [f"  WARNING decontamination skipped {name}: {why}"
+              for name, why in res.payload["decontam_unavailable"].items()]
+    if len(res.outputs) > 1:
+        lines.append(f"  report -> {res.outputs[1]}")
+    return "\n".join(lines)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from codeblock.io import atomic_write_bytes
+from codeblock.core.io import atomic_write_bytes
 
 
 @dataclass(frozen=True)

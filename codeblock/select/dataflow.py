@@ -428,7 +428,7 @@ def reach_bridge(root, spans: list[tuple[int, int]], language: str = "python") -
 
 def def_use_pairs(code: str, language: str = "python"):
     """Parse `code` and return its (reaching binding, use) pairs and the tree."""
-    from codeblock.languages import parser_for
+    from codeblock.select.languages import parser_for
 
     tree = parser_for(language).parse(code.encode("utf-8"))
     return ANALYSERS[language](tree.root_node), tree

@@ -17,9 +17,9 @@ step (all micro-batches, all processes) divided by their number: the Trainer cou
 supervised tokens (`num_items_in_batch`, gathered across processes) from the collator's
 `shift_labels`, `compute_loss` divides by it and undoes the process-averaging of DDP/FSDP, and a
 step with no supervised token gives 0, never NaN. Logits are computed only at supervised
-positions (`codeblock.sparse_loss.SupervisedHead`). Samples with no supervised token are dropped
+positions (`codeblock.train.sparse_loss.SupervisedHead`). Samples with no supervised token are dropped
 before batching and counted. Micro-batches are token-budget, length-grouped
-(`codeblock.collate`); the Trainer's seeded sampler shuffles them, so order and resume are
+(`codeblock.train.collate`); the Trainer's seeded sampler shuffles them, so order and resume are
 deterministic.
 
 Several GPUs: `accelerate launch --config_file configs/accelerate/ddp.yaml -m codeblock.cli train`
@@ -42,12 +42,13 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from codeblock import tracking
-from codeblock.collate import LabelSet, MicroBatchCollator, MicroBatches, load_label_set, token_budget_batches
-from codeblock.io import atomic_write_text, sha256_file, write_json
-from codeblock.sparse_loss import SupervisedHead, sparse_ce_sum
+from codeblock.core import tracking
+from codeblock.core.io import atomic_write_text, sha256_file, write_json
+from codeblock.stages import StageContext, StageResult, stage_hash
+from codeblock.train.collate import LabelSet, MicroBatchCollator, MicroBatches, load_label_set, token_budget_batches
+from codeblock.train.sparse_loss import SupervisedHead, sparse_ce_sum
 
-log = logging.getLogger("codeblock.train")
+log = logging.getLogger("codeblock.train.trainer")
 
 FINGERPRINT = "codeblock_fingerprint.json"
 TRAIN_INFO = "codeblock_train.json"
@@ -134,7 +135,7 @@ class _SessionStart(TrainerCallback):
 
 
 class _StepLogger(TrainerCallback):
-    """Per-step metrics to MLflow through codeblock.tracking (main process only)."""
+    """Per-step metrics to MLflow through codeblock.core.tracking (main process only)."""
 
     def __init__(self, tracker: tracking.Tracker):
         self.tracker = tracker
@@ -169,7 +170,7 @@ def training_arguments(cfg, output_dir: str | Path, device: str | None = None, *
         warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
         num_train_epochs=t.epochs,
         max_steps=t.max_steps,
-        per_device_train_batch_size=1,  # one token-budget micro-batch per item (codeblock.collate)
+        per_device_train_batch_size=1,  # one token-budget micro-batch per item (codeblock.train.collate)
         gradient_accumulation_steps=t.grad_accum,
         max_grad_norm=t.max_grad_norm,
         weight_decay=t.weight_decay,
@@ -182,7 +183,7 @@ def training_arguments(cfg, output_dir: str | Path, device: str | None = None, *
         save_total_limit=t.save_total_limit,
         logging_strategy="steps",
         logging_steps=t.logging_steps,
-        report_to="none",  # MLflow goes through codeblock.tracking
+        report_to="none",  # MLflow goes through codeblock.core.tracking
         remove_unused_columns=False,
         average_tokens_across_devices=True,
         include_num_input_tokens_seen="non_padding",
@@ -200,8 +201,8 @@ def training_arguments(cfg, output_dir: str | Path, device: str | None = None, *
 
 
 def prepare_model(cfg, device: str | None = None):
-    """Load the base model via codeblock.models and attach LoRA adapters (or train it all)."""
-    from codeblock.models import load_model
+    """Load the base model via codeblock.core.models and attach LoRA adapters (or train it all)."""
+    from codeblock.core.models import load_model
 
     t = cfg.train
     mcfg = cfg.model
@@ -305,7 +306,7 @@ def _loss_csv(log_history: list[dict]) -> str:
 
 
 def run_train(cfg, method: str | None = None, fresh: bool = False) -> dict:
-    from codeblock.models import load_tokenizer, model_identity, resolve_model_path
+    from codeblock.core.models import load_tokenizer, model_identity, resolve_model_path
 
     method = method or cfg.select.method
     labels_path = Path(cfg.paths.labels_dir) / method / "labels.parquet"
@@ -395,7 +396,7 @@ def run_train(cfg, method: str | None = None, fresh: bool = False) -> dict:
             "method": method, "kind": kind, "base_model": cfg.model.name_or_path, "base_model_resolved": base_resolved,
             "labels": str(labels_path), "labels_sha256": labels_sha,
             "config": {"train": cfg.to_dict()["train"], "model": cfg.to_dict()["model"]},
-            "config_hash": cfg.section_hash("train", "model"), "data": data.stats,
+            "config_hash": stage_hash(cfg, "train"), "data": data.stats,
             "global_step": trainer.state.global_step, "git_commit": tracking.git_commit(), "metrics": metrics,
         }
         write_json(tmp / TRAIN_INFO, info)
@@ -416,7 +417,7 @@ def run_train(cfg, method: str | None = None, fresh: bool = False) -> dict:
 
 def _merge_adapter(cfg, adapter_dir: Path, tok) -> None:
     """Replace the adapter in `adapter_dir` by the merged full model (on CPU, fp32)."""
-    from codeblock.models import load_model
+    from codeblock.core.models import load_model
 
     mcfg = dataclasses.replace(cfg.model, device="cpu", dtype="float32")
     merged = load_model(mcfg, str(adapter_dir)).merge_and_unload()
@@ -428,13 +429,13 @@ def _merge_adapter(cfg, adapter_dir: Path, tok) -> None:
 
 
 def add_args(parser) -> None:
-    parser.add_argument("--method", default=None, help="label set to train on (default: select.method)")
     parser.add_argument("--fresh", action="store_true", help="ignore existing checkpoints and start afresh")
 
 
-def cli(cfg, args) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    res = run_train(cfg, method=getattr(args, "method", None), fresh=getattr(args, "fresh", False))
-    if res["metrics"]:
-        print(json.dumps(res["metrics"], indent=1))
-    return 0
+def run(cfg, ctx: StageContext) -> StageResult:
+    res = run_train(cfg, method=ctx.method, fresh=bool(ctx.options.get("fresh")))
+    return StageResult.from_dict("train", res, method=ctx.method or cfg.select.method)
+
+
+def summary(res: StageResult) -> str:
+    return json.dumps(res.metrics, indent=1) if res.metrics else ""

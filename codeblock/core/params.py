@@ -1,35 +1,28 @@
-"""Typed configuration mirroring params.yaml.
+"""The configuration schema: every group of params.yaml is a dataclass, every key a field with a
+default and a help string (`codeblock params` prints them all).
 
-Every group of params.yaml is a dataclass below; every field carries a help string
-(`codeblock params --help-keys` prints them). `load_config` reads the YAML, applies
-`-S group.key=value` overrides (the syntax of `dvc exp run -S`), and validates: an unknown key
-or a value of the wrong type fails at load time, naming the key path and the closest valid key.
+A key marked `volatile=True` does not change any stage's result (parallelism, progress, logging,
+cache locations): it is left out of the stage hashes and of the params dvc.yaml declares, so
+changing it never reruns a stage (see `codeblock.stages`). Loading and validation live in
+`codeblock.core.config`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
-import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 
-
-class ConfigError(ValueError):
-    """A params file or override that does not match the schema."""
-
-
-def f(default: Any, help: str) -> Any:  # noqa: A002 - "help" reads best at call sites
-    """A dataclass field with a default and a help string."""
+def f(default: Any, help: str, volatile: bool = False) -> Any:  # noqa: A002 - "help" reads best at call sites
+    """A dataclass field with a default and a help string; volatile = never changes a result."""
+    meta = {"help": help, "volatile": volatile}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: json.loads(json.dumps(d)), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=lambda d=default: json.loads(json.dumps(d)), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
@@ -57,7 +50,7 @@ class ModelConfig:
         "auto", "Weights dtype; auto = bfloat16 on a GPU that supports it, float32 on CPU."
     )
     device: str = f("auto", "auto | cpu | cuda | cuda:N | mps.")
-    hf_cache_dir: str = f("models/hf", "Where GGUF files are converted to HF folders (cached).")
+    hf_cache_dir: str = f("models/hf", "Where GGUF files are converted to HF folders (cached).", volatile=True)
     trust_remote_code: bool = f(False, "Passed to from_pretrained; keep off unless you trust the repo.")
 
 
@@ -102,7 +95,7 @@ class FilterConfig:
     keep: float = f(96, "Pairs kept after ranking: a fraction if <= 1, else a count (CPU default 96; "
                                 "profiles/paper.yaml keeps all).")
     embedder: str = f("minilm", "minilm (offline all-MiniLM-L6-v2) | tfidf | a sentence-embedding model path/id.")
-    embed_batch_size: int = f(64, "Batch size of the instruction embedder.")
+    embed_batch_size: int = f(64, "Batch size of the instruction embedder.", volatile=True)
     decontam_ngram: int = f(13, "Drop pairs sharing an n-gram of this many words with an eval problem.")
     decontam_benchmarks: list[str] = f(
         ["humaneval", "mbpp", "dataframebench"], "Benchmarks whose problems decontaminate the pool."
@@ -127,7 +120,7 @@ class SegmentConfig:
         "skip_region", "Syntax errors: skip the erroneous region, or drop the whole sample."
     )
     default_language: str = f("python", "Language of fences with no tag and of unfenced code.")
-    workers: int = f(2, "Processes used by segmentation and data-flow analysis.")
+    workers: int = f(2, "Processes used by segmentation and data-flow analysis.", volatile=True)
 
 
 @dataclass
@@ -141,7 +134,7 @@ class ScoreConfig:
     ref_warmup_lr: float = f(5e-5, "Learning rate of the reference warm-up.")
     batch_tokens: int = f(4096, "Token budget of a scoring batch (length-bucketed).")
     max_length: int = f(1024, "Prompt + response truncation length for scoring (paper scale: 2048).")
-    shard_size: int = f(256, "Samples per cached score shard; finished shards are skipped on re-run.")
+    shard_size: int = f(256, "Samples per cached score shard; finished shards are skipped on re-run.", volatile=True)
     seed: int = f(0, "Seed of the reference warm-up.")
 
 
@@ -183,18 +176,19 @@ class TrainConfig:
     precision: Literal["auto", "bf16", "fp32"] = f("auto", "auto = bf16 on a GPU that has it, else fp32.")
     gradient_checkpointing: bool = f(False, "Trade compute for activation memory.")
     seed: int = f(0, "Training seed.")
-    save_steps: int = f(50, "Checkpoint every this many steps (resume picks the last).")
-    logging_steps: int = f(1, "Log loss and throughput every this many steps.")
+    save_steps: int = f(50, "Checkpoint every this many steps (resume picks the last).", volatile=True)
+    logging_steps: int = f(1, "Log loss and throughput every this many steps.", volatile=True)
     merge: bool = f(False, "Merge LoRA weights into the base model when saving.")
     register_name: str = f(
-        "codeblock-model", "MLflow registered-model name; the method is appended (codeblock-model-<method>)."
+        "codeblock-model", "MLflow registered-model name; the method is appended (codeblock-model-<method>).",
+        volatile=True,
     )
     max_batch_rows: int = f(0, "Cap on rows per token-budget micro-batch (0 = only batch_tokens limits it).")
     max_grad_norm: float = f(1.0, "Gradient clipping norm (0 = no clipping).")
     weight_decay: float = f(0.0, "AdamW weight decay.")
     optim: str = f("adamw_torch", "transformers optimizer name (adamw_torch, sgd, adafactor, ...).")
-    save_total_limit: int = f(2, "Checkpoints kept in runs/<method>/checkpoints (oldest deleted).")
-    log_model: bool = f(True, "Log the saved model to MLflow and register it with the @candidate alias.")
+    save_total_limit: int = f(2, "Checkpoints kept in runs/<method>/checkpoints (oldest deleted).", volatile=True)
+    log_model: bool = f(True, "Log the saved model to MLflow and register it with the @candidate alias.", volatile=True)
 
 
 @dataclass
@@ -207,12 +201,11 @@ class EvalConfig:
     max_new_tokens: int = f(256, "Generation length limit (paper scale: 512).")
     batch_size: int = f(8, "Generation batch size.")
     backend: Literal["transformers", "vllm"] = f("transformers", "Generation backend.")
-    workers: int = f(2, "Parallel sandboxed executors.")
+    workers: int = f(2, "Parallel sandboxed executors.", volatile=True)
     timeout_s: float = f(0.0, "Wall-clock limit per program, s (0 = the registry's per-benchmark limit); CPU limit = same.")
     memory_mb: int = f(2048, "Address-space limit per program (RLIMIT_AS), MiB.")
     nproc: int = f(64, "Process limit per program (RLIMIT_NPROC, enforced by running it as an unprivileged uid).")
     fsize_mb: int = f(64, "Largest file a program may write (RLIMIT_FSIZE), MiB; also the size of its private /tmp.")
-    max_output_kb: int = f(64, "stdout/stderr kept per program (the rest is discarded, never buffered).")
     sandbox_uid: int = f(60100, "As root: programs run as this uid + worker slot (no passwd entry needed).")
     isolation: Literal["auto", "namespaces", "none"] = f(
         "auto", "auto: namespaces (net, pid, mount) when the OS allows, else plain processes with rlimits; "
@@ -222,12 +215,13 @@ class EvalConfig:
         "", "Override every benchmark's prompt format (empty: the registry's)."
     )
     use_hub: bool = f(True, "Load a benchmark from the hub when no local file has it and the hub is reachable.")
-    generations_cache: bool = f(True, "Reuse cached generations per (model hash, benchmark, decoding config).")
+    generations_cache: bool = f(True, "Reuse cached generations per (model hash, benchmark, decoding config).", volatile=True)
     preload: list[str] = f(
         ["numpy", "pandas"], "Modules the sandbox fork servers import once (forks inherit them): faster "
-        "BigCodeBench/DataFrameBench programs. Missing ones are skipped."
+        "BigCodeBench/DataFrameBench programs. Missing ones are skipped.",
+        volatile=True,
     )
-    torch_threads: int = f(0, "CPU threads of the transformers backend (0 = torch's default; 1 is fastest on a busy host).")
+    torch_threads: int = f(0, "CPU threads of the transformers backend (0 = torch's default; 1 is fastest on a busy host).", volatile=True)
     humaneval_plus_path: str = f("", "Official HumanEvalPlus jsonl(.gz) (evalplus schema).")
     mbpp_plus_path: str = f("", "Official MbppPlus jsonl(.gz) (evalplus schema).")
     bigcodebench_path: str = f("", "BigCodeBench full jsonl/parquet, or empty for the hub.")
@@ -279,11 +273,23 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def section_hash(self, *groups: str) -> str:
-        """A short, stable hash of the named groups (all groups when none are named)."""
+    def result_values(self, *keys: str) -> dict[str, Any]:
+        """`group` or `group.key` -> value, for the result-changing keys among them (volatile ones
+        dropped), in the order given."""
         d = self.to_dict()
-        sel = {g: d[g] for g in (groups or d.keys())}
-        return hashlib.sha256(json.dumps(sel, sort_keys=True).encode()).hexdigest()[:16]
+        out: dict[str, Any] = {}
+        for key in keys:
+            group, _, leaf = key.partition(".")
+            names = [leaf] if leaf else list(d[group])
+            for name in names:
+                if f"{group}.{name}" not in VOLATILE:
+                    out[f"{group}.{name}"] = d[group][name]
+        return out
+
+    def keys_hash(self, *keys: str) -> str:
+        """A short, stable hash of the result-changing values of the named groups/keys."""
+        blob = json.dumps(self.result_values(*keys), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def flat(self) -> dict[str, Any]:
         """Flattened `group.key` -> value, e.g. for MLflow params."""
@@ -294,156 +300,28 @@ class Config:
         return out
 
 
-# ---------------------------------------------------------------------------------------------
-# Building dataclasses from plain data, with errors that name the key path.
-
-
-def _close(name: str, options: list[str], prefix: str = "") -> str:
-    m = difflib.get_close_matches(name, options, n=1, cutoff=0.0)
-    return f"; did you mean '{prefix}{m[0]}'?" if m else ""
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, path: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, path)
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{path}: {value!r} is not one of {list(args)}{_close(str(value), [str(a) for a in args])}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        errors = []
-        for a in args:
-            try:
-                return _coerce(value, a, path)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(f"{path}: {value!r} matches none of {_type_name(tp)}")
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{path}: expected a list, got {type(value).__name__} {value!r}")
-        return [_coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__} {value!r}")
-        return {_coerce(k, args[0], f"{path}.<key>"): _coerce(v, args[1], f"{path}.{k}") for k, v in value.items()}
-    if tp is Any:
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{path}: expected bool, got {type(value).__name__} {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{path}: expected int, got {type(value).__name__} {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{path}: expected float, got {type(value).__name__} {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{path}: expected str, got {type(value).__name__} {value!r}")
-    raise ConfigError(f"{path}: unsupported type {_type_name(tp)}")
-
-
-def _build(cls: type, data: Any, path: str) -> Any:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path or '<root>'}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = [fl.name for fl in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in data.items():
-        kp = f"{path}.{key}" if path else str(key)
-        if key not in names:
-            raise ConfigError(f"unknown key '{kp}'{_close(str(key), names, f'{path}.' if path else '')}")
-        kwargs[key] = _coerce(value, hints[key], kp)
-    return cls(**kwargs)
-
-
-def _set_path(tree: dict, dotted: str, value: Any) -> None:
-    """Set `a.b.c` (or `a.b[0].c`) in a nested dict, validating names against the schema later."""
-    parts = dotted.replace("]", "").replace("[", ".").split(".")
-    node: Any = tree
-    for i, p in enumerate(parts[:-1]):
-        if isinstance(node, list):
-            node = node[int(p)]
-            continue
-        nxt = node.get(p)
-        if nxt is None:
-            nxt = [] if parts[i + 1].isdigit() else {}
-            node[p] = nxt
-        node = nxt
-    last = parts[-1]
-    if isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """`train.lr=2e-4` -> ("train.lr", 0.0002). Values are read as YAML."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected key.path=value")
-    key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
-    return key.strip(), value
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def load_config(
-    path: str | Path | None = "params.yaml",
-    overrides: list[str] | None = None,
-    profile: str | Path | None = None,
-) -> Config:
-    """Load params.yaml, overlay an optional profile file, apply `key=value` overrides, validate."""
-    tree: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"{p}: params file not found")
-        try:
-            tree = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from e
-    if profile:
-        pp = Path(profile)
-        if not pp.is_file():  # a name (smoke), not a file; a folder named like it is no profile
-            pp = Path(path or ".").parent / "profiles" / f"{profile}.yaml"
-        if not pp.is_file():
-            raise ConfigError(f"profile {profile!r}: no file {profile} nor {pp}")
-        tree = _merge(tree, yaml.safe_load(pp.read_text()) or {})
-    for ov in overrides or []:
-        key, value = parse_override(ov)
-        _set_path(tree, key, value)
-    return _build(Config, tree, "")
-
-
-def describe() -> list[tuple[str, Any, str]]:
-    """(key path, default, help) for every leaf field, for docs and `codeblock params`."""
-    rows = []
+def _leaf_fields():
     for g in dataclasses.fields(Config):
         cls = typing.get_type_hints(Config)[g.name]
         for fl in dataclasses.fields(cls):
-            default = fl.default if fl.default is not dataclasses.MISSING else fl.default_factory()  # type: ignore[misc]
-            rows.append((f"{g.name}.{fl.name}", default, fl.metadata.get("help", "")))
-    return rows
+            yield g.name, fl
+
+
+# `group.key` of every volatile field (see the module docstring).
+VOLATILE: frozenset[str] = frozenset(f"{g}.{fl.name}" for g, fl in _leaf_fields() if fl.metadata.get("volatile"))
+
+
+def result_keys(*keys: str) -> list[str]:
+    """The dvc.yaml `params:` list for a stage reading `keys`: a group stays whole when none of
+    its keys is volatile, else it is spelled out key by key without the volatile ones."""
+    out: list[str] = []
+    for key in keys:
+        group, _, leaf = key.partition(".")
+        if leaf:
+            if key not in VOLATILE:
+                out.append(key)
+            continue
+        leaves = [f"{g}.{fl.name}" for g, fl in _leaf_fields() if g == group]
+        kept = [k for k in leaves if k not in VOLATILE]
+        out.extend([group] if len(kept) == len(leaves) else kept)
+    return out

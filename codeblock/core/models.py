@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from codeblock.io import sha256_file
+from codeblock.core.io import sha256_file
 
 DEFAULT_GGUF = "models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SOURCE_MARKER = "codeblock_source.json"

@@ -53,7 +53,8 @@ from itertools import chain
 
 import numpy as np
 
-from codeblock.languages import LanguageSpec, get_spec, parser_for
+from codeblock.select.languages import LanguageSpec, get_spec, parser_for
+from codeblock.stages import StageContext, StageResult, stage_hash
 
 # ---------------------------------------------------------------------------------------------
 # Markdown fences
@@ -413,7 +414,7 @@ def segment_response(response: str, offsets, *, max_item_tokens: int = 64, defau
     """Regions, items (with token indices into `offsets`), prose tokens, Reach and Bridge of one response.
 
     `offsets` are the (start, end) char offsets of the response tokens inside `response`."""
-    from codeblock import dataflow as df
+    from codeblock.select import dataflow as df
 
     toks = TokenSpans(response, offsets)
     regions = find_regions(response, default_language)
@@ -459,7 +460,7 @@ def _init_worker(cfg) -> None:
     import os
     import signal
 
-    from codeblock.models import load_tokenizer
+    from codeblock.core.models import load_tokenizer
 
     # A forked worker inherits the parent's SIGTERM handler (Prefect installs one that raises);
     # the pool terminates its workers with SIGTERM, so restore the default and exit quietly.
@@ -503,7 +504,7 @@ def _row(sample_id: str, response: str, enc, cfg) -> dict:
 
 def _work(batch):
     """Tokenize a batch (fast tokenizer, batch encoding) and segment every response of it."""
-    from codeblock.tokenize import encode_pairs
+    from codeblock.core.tokenize import encode_pairs
 
     cfg = _WORKER["cfg"]
     encs = encode_pairs(_WORKER["tok"], [(ins, resp) for _, ins, resp in batch], cfg.score.max_length)
@@ -551,7 +552,7 @@ def segment_rows(cfg, rows, workers: int | None = None, chunk: int = 64, progres
         import gc
         import multiprocessing as mp
 
-        from codeblock.models import resolve_model_path
+        from codeblock.core.models import resolve_model_path
 
         # convert/cache the model once, before the workers start; they open the resolved folder
         wcfg = copy.deepcopy(cfg)
@@ -576,8 +577,8 @@ def run_segment(cfg, limit: int = 0) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from codeblock.io import sha256_file, write_parquet
-    from codeblock.tracking import stage_run
+    from codeblock.core.io import sha256_file, write_parquet
+    from codeblock.core.tracking import stage_run
 
     src = cfg.paths.filtered
     table = pq.read_table(src, columns=["id", "instruction", "response"])
@@ -605,7 +606,7 @@ def run_segment(cfg, limit: int = 0) -> dict:
         }
         meta = {
             "stage": "segment",
-            "config_hash": cfg.section_hash("segment", "dataflow", "model"),
+            "config_hash": stage_hash(cfg, "segment"),
             "score_max_length": cfg.score.max_length,
             "input": src,
             "input_sha256": sha256_file(src),
@@ -620,8 +621,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=0, help="segment only the first N samples (debugging)")
 
 
-def cli(cfg, args) -> int:
-    res = run_segment(cfg, limit=getattr(args, "limit", 0))
-    for k, v in res["metrics"].items():
-        print(f"{k:28s} {v}")
-    return 0
+def run(cfg, ctx: StageContext) -> StageResult:
+    return StageResult.from_dict("segment", run_segment(cfg, limit=int(ctx.options.get("limit") or 0)))
+
+
+def summary(res: StageResult) -> str:
+    return "\n".join(f"{k:28s} {v}" for k, v in res.metrics.items())

@@ -1,7 +1,7 @@
 """Stage 3: per-token generalized cross-entropy of every response token, cached in shards.
 
 One teacher-forced forward pass of the scoring model (`model.*`) over prompt + response, laid out
-by the chat template exactly as training sees it (`codeblock.tokenize.encode_pairs`), gives p,
+by the chat template exactly as training sees it (`codeblock.core.tokenize.encode_pairs`), gives p,
 the probability of each gold response token, and
 
     GCE_q(p) = (1 - p**q) / q          (score.gce_q; q = 0 is cross-entropy -log p)
@@ -23,7 +23,7 @@ in filtered-pool order, columns
     id (str), sample_hash (str), input_ids (list<int32>), response_start (int32),
     response_end (int32), gce (list<float32>, one per token in [response_start, response_end))
 and, in excess mode, base_gce and ref_gce. `model_key` is a short hash of the scoring identity:
-the model's identity (`codeblock.models.model_identity`: GGUF/weights hash, or hub id), dtype,
+the model's identity (`codeblock.core.models.model_identity`: GGUF/weights hash, or hub id), dtype,
 mode, q, max_length and, for excess, the reference's identity. A shard is written atomically
 once complete; a re-run skips every shard whose ids and sample hashes match, and reuses per-sample
 rows from stale shards (same id and text) before computing anything. `index.json` in the same
@@ -43,7 +43,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from codeblock.io import BadRowError, read_parquet_metadata, sha256_file, write_json, write_parquet
+from codeblock.core.io import BadRowError, read_parquet_metadata, sha256_file, write_json, write_parquet
+from codeblock.stages import StageContext, StageResult, stage_hash
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def sample_hash(instruction: str, response: str) -> str:
 
 def scoring_identity(cfg) -> dict[str, Any]:
     """Everything that changes the numbers; hashed into the cache folder name."""
-    from codeblock.models import model_identity, resolve_device, resolve_dtype
+    from codeblock.core.models import model_identity, resolve_device, resolve_dtype
 
     sc = cfg.score
     ident: dict[str, Any] = {
@@ -217,8 +218,8 @@ def warm_up_reference(cfg, rows: list[dict], tokenizer, progress: bool = True):
     """A copy of the base model after a few plain-SFT steps on the cleanest rows (module doc)."""
     import torch
 
-    from codeblock.models import load_model
-    from codeblock.tokenize import encode_pairs
+    from codeblock.core.models import load_model
+    from codeblock.core.tokenize import encode_pairs
 
     sc = cfg.score
     ranked = sorted(rows, key=lambda r: (-(r.get("quality") or 0.0), -(r.get("longtail") or 0.0), r["id"]))
@@ -267,9 +268,9 @@ def _read_filtered(path: str) -> list[dict]:
 
 def run_score(cfg, progress: bool = True) -> dict:
     """Score every row of `paths.filtered` (module docstring); returns outputs and metrics."""
-    from codeblock.models import load_model, load_tokenizer
-    from codeblock.tokenize import encode_pairs
-    from codeblock.tracking import stage_run
+    from codeblock.core.models import load_model, load_tokenizer
+    from codeblock.core.tokenize import encode_pairs
+    from codeblock.core.tracking import stage_run
 
     sc = cfg.score
     if sc.mode not in ("base", "excess"):
@@ -347,7 +348,7 @@ def run_score(cfg, progress: bool = True) -> dict:
                 metrics["samples_reused"] += len(part) - len(fresh)
                 write_parquet(shard_path(folder, k), _shard_table(out_rows, excess),
                               {"stage": "score", "model_key": key, "identity": ident, "shard": k,
-                               "config_hash": cfg.section_hash("score", "model")})
+                               "config_hash": stage_hash(cfg, "score")})
             bar.close()
             metrics["seconds"] = elapsed
             metrics["tokens_per_s"] = metrics["tokens_scored"] / elapsed if elapsed > 0 else 0.0
@@ -402,15 +403,17 @@ def load_scores(cfg) -> dict[str, dict]:
     return out
 
 
-def cli(cfg, args) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    res = run_score(cfg)
-    m = res["metrics"]
-    print(f"score: {m['samples']} samples in {m['shards']} shard(s) ({m['shards_cached']} cached, "
-          f"{m['samples_reused']} samples reused) -> {res['outputs'][0]}")
+def run(cfg, ctx: StageContext) -> StageResult:
+    return StageResult.from_dict("score", run_score(cfg, progress=ctx.progress))
+
+
+def summary(res: StageResult) -> str:
+    m = res.metrics
+    lines = [f"score: {m['samples']} samples in {m['shards']} shard(s) ({m['shards_cached']} cached, "
+             f"{m['samples_reused']} samples reused) -> {res.outputs[0]}"]
     if m["samples_scored"]:
-        print(f"  scored {m['samples_scored']} samples, {m['tokens_scored']} tokens in {m['seconds']:.1f}s "
-              f"({m['tokens_per_s']:.0f} tokens/s)")
+        lines.append(f"  scored {m['samples_scored']} samples, {m['tokens_scored']} tokens in {m['seconds']:.1f}s "
+                     f"({m['tokens_per_s']:.0f} tokens/s)")
     if "mean_gce" in m:
-        print(f"  mean gce {m['mean_gce']:.4f}")
-    return 0
+        lines.append(f"  mean gce {m['mean_gce']:.4f}")
+    return "\n".join(lines)

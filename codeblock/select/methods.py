@@ -26,7 +26,6 @@ Every method (this one and those in codeblock/baselines.py) returns a `Selection
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import logging
@@ -35,6 +34,8 @@ from itertools import chain
 from pathlib import Path
 
 import numpy as np
+
+from codeblock.stages import StageContext, StageResult, stage_hash
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +180,8 @@ def write_selection(cfg, sel: Selection) -> dict:
     """Write labels.parquet, stats.json, ratios.csv (and items.parquet) for one method; log to MLflow."""
     import pyarrow as pa
 
-    from codeblock.io import atomic_write_text, write_json, write_parquet
-    from codeblock.tracking import stage_run
+    from codeblock.core.io import atomic_write_text, write_json, write_parquet
+    from codeblock.core.tracking import stage_run
 
     out_dir = Path(cfg.paths.labels_dir) / sel.method
     budget = 1.0 if sel.method in ("full", "full_filtered") else cfg.select.budget
@@ -192,7 +193,7 @@ def write_selection(cfg, sel: Selection) -> dict:
     })
     meta = {
         "stage": "select", "method": sel.method,
-        "config_hash": cfg.section_hash("select", "segment", "dataflow", "score", "model"),
+        "config_hash": stage_hash(cfg, "select"),
         "inputs": sel.inputs, "stats": stats,
     }
     outputs = [str(out_dir / "labels.parquet"), str(out_dir / "stats.json"), str(out_dir / "ratios.csv")]
@@ -228,14 +229,14 @@ def read_segments(path: str | Path, include_dropped: bool = False) -> list[dict]
 
 
 def load_scores(cfg) -> dict[str, dict]:
-    from codeblock.score import load_scores as _load
+    from codeblock.select.score import load_scores as _load
 
     return _load(cfg)
 
 
 def join_scores(segments: list[dict], scores: dict[str, dict], path: str = "segments") -> list[np.ndarray]:
     """The per-response-token score array of each segmented sample, checking that tokenization matches."""
-    from codeblock.io import BadRowError
+    from codeblock.core.io import BadRowError
 
     out = []
     for k, r in enumerate(segments):
@@ -377,9 +378,9 @@ def run_select(cfg, method: str | None = None, scores: dict[str, dict] | None = 
     """Build the sparse labels of `method` (default cfg.select.method) and write them (see module doc).
 
     `scores` (id -> {"input_ids", "response_start", "response_end", "gce"}) defaults to
-    codeblock.score.load_scores(cfg); methods that need no scores never load them."""
-    from codeblock import baselines
-    from codeblock.io import sha256_file
+    codeblock.select.score.load_scores(cfg); methods that need no scores never load them."""
+    from codeblock.core.io import sha256_file
+    from codeblock.select import baselines
 
     method = method or cfg.select.method
     if method == "codeblock":
@@ -395,15 +396,13 @@ def run_select(cfg, method: str | None = None, scores: dict[str, dict] | None = 
     return write_selection(cfg, sel)
 
 
-def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", default=None, help="selection method (default: select.method)")
+def run(cfg, ctx: StageContext) -> StageResult:
+    res = run_select(cfg, ctx.method)
+    return StageResult.from_dict("select", res, method=ctx.method or cfg.select.method)
 
 
-def cli(cfg, args) -> int:
-    res = run_select(cfg, getattr(args, "method", None))
-    m = res["metrics"]
-    for k in ("samples", "response_tokens", "supervised_tokens", "supervised_ratio", "budget", "code_tokens",
-              "prose_tokens", "items_selected", "samples_zero_supervision"):
-        print(f"{k:26s} {m[k]}")
-    print("wrote", ", ".join(res["outputs"]))
-    return 0
+def summary(res: StageResult) -> str:
+    m = res.metrics
+    keys = ("samples", "response_tokens", "supervised_tokens", "supervised_ratio", "budget", "code_tokens",
+            "prose_tokens", "items_selected", "samples_zero_supervision")
+    return "\n".join([*(f"{k:26s} {m[k]}" for k in keys), "wrote " + ", ".join(res.outputs)])

@@ -1,0 +1,35 @@
+"""`codeblock evaluate`: the stage entry point (registry signature) and its command-line options."""
+
+from __future__ import annotations
+
+import argparse
+
+from codeblock.stages import StageContext, StageResult
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--limit", type=int, default=None, help="first N problems per benchmark (default eval.limit)")
+    parser.add_argument("--self-check", action="store_true",
+                        help="run the canonical solutions instead of a model (they must pass)")
+    parser.add_argument("--benchmarks", default=None, help="comma-separated names (default eval.benchmarks)")
+
+
+def run(cfg, ctx: StageContext) -> StageResult:
+    from codeblock.evaluate.pipeline import default_model_path, run_evaluate
+
+    o = ctx.options
+    method = ctx.method or "base"
+    self_check = bool(o.get("self_check"))
+    model_path = ctx.model_path or (None if self_check else default_model_path(cfg, method))
+    names = [n.strip() for n in o["benchmarks"].split(",") if n.strip()] if o.get("benchmarks") else None
+    res = run_evaluate(cfg, model_path, method, self_check=self_check, limit=o.get("limit"),
+                       benchmarks=names, progress=ctx.progress)
+    bad = self_check and any(b["status"] == "ok" and b["self_check"]["unexpected_failures"]
+                             for b in res["results"]["benchmarks"].values())
+    return StageResult.from_dict("evaluate", res, method=method, exit_code=1 if bad else 0)
+
+
+def summary(res: StageResult) -> str:
+    from codeblock.evaluate.results import format_table
+
+    return format_table(res.payload["results"]) + "\nwrote " + ", ".join(res.outputs)

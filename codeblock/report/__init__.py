@@ -1,0 +1,1 @@
+"""Human-readable outputs: the selection report (HTML) and the method x benchmark comparison."""
