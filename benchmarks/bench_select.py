@@ -51,7 +51,8 @@ def cpu_seconds() -> float:
 
 
 def bench_ours(cfg, rows, workers: int) -> tuple[float, dict]:
-    from codeblock.select.methods import labels_for, select_codeblock
+    from codeblock.select.labels import labels_for
+    from codeblock.select.priority import select_codeblock
     from codeblock.select.segment import segment_rows
 
     c0 = cpu_seconds()

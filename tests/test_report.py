@@ -34,7 +34,8 @@ def test_render_sample_marks_items_tokens_and_escapes():
 
 def test_report_selection_end_to_end(cfg, default_model_dir, tmp_path):
     from codeblock.report.selection import run_report
-    from codeblock.select.methods import read_segments, run_select
+    from codeblock.select.labels import read_segments
+    from codeblock.select.methods import run_select
     from codeblock.select.segment import run_segment
 
     cfg.model.name_or_path = default_model_dir

@@ -16,15 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from codeblock.core.io import BadRowError
-from codeblock.select.methods import (
-    fill_budget,
-    gated_priority,
-    join_scores,
-    labels_for,
-    percentile_rank,
-    run_select,
-    select_codeblock,
-)
+from codeblock.select.labels import fill_budget, join_scores, labels_for
+from codeblock.select.methods import run_select
+from codeblock.select.priority import gated_priority, percentile_rank, select_codeblock
 
 STDLIB = ["textwrap", "json.decoder", "json.encoder", "string", "shlex", "difflib", "heapq", "bisect", "fractions",
           "statistics", "csv", "pprint", "argparse", "calendar", "configparser", "fnmatch", "glob", "gzip",

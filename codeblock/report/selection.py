@@ -98,7 +98,7 @@ def build_report(cfg, method: str = "codeblock", n: int = 20, seed: int | None =
 
     from codeblock.core.models import load_tokenizer
     from codeblock.core.tokenize import encode_pair
-    from codeblock.select.methods import read_segments
+    from codeblock.select.labels import read_segments
 
     lab_dir = Path(cfg.paths.labels_dir) / method
     labels = {r["id"]: r for r in pq.read_table(lab_dir / "labels.parquet").to_pylist()}

@@ -1,7 +1,7 @@
 """Selection baselines on the same interface as CodeBlock (METHOD.md, "Baselines on the same pipeline").
 
-Each method is `fn(cfg, scores) -> codeblock.select.Selection`; `codeblock select --method <name>`
-(or select.method) dispatches here, and select.write_selection writes the same files for all:
+Each method is `fn(cfg, scores) -> codeblock.select.labels.Selection`; `codeblock select --method <name>`
+(or select.method) dispatches here, and labels.write_selection writes the same files for all:
     full            every response token of the UNFILTERED pool (cfg.paths.pool): full-token SFT
     full_filtered   every response token of the filtered pool (cfg.paths.filtered): isolates stage 1
     random_tokens   response tokens drawn uniformly at the select.budget share (global or per sample)
@@ -17,15 +17,15 @@ import logging
 
 import numpy as np
 
-from codeblock.select.methods import (
+from codeblock.select.labels import (
     Sample,
     Selection,
-    _groups,
-    _sample,
+    budget_groups,
     fill_budget,
     join_scores,
     load_scores,
     read_segments,
+    sample_from_row,
     top_tokens,
 )
 
@@ -90,7 +90,7 @@ def _code_prose_counts(s: Sample, seg: dict) -> None:
 def random_tokens(cfg, scores=None) -> Selection:
     rng = np.random.default_rng(cfg.select.seed)
     segs = _segments(cfg)
-    samples = [_sample(r) for r in segs]
+    samples = [sample_from_row(r) for r in segs]
     n_resp = np.array([s.n_response for s in samples], dtype=np.int64)
     if cfg.select.scope == "global":
         total = int(n_resp.sum())
@@ -112,12 +112,12 @@ def random_tokens(cfg, scores=None) -> Selection:
 def random_items(cfg, scores=None) -> Selection:
     rng = np.random.default_rng(cfg.select.seed)
     segs = _segments(cfg)
-    samples = [_sample(r) for r in segs]
+    samples = [sample_from_row(r) for r in segs]
     owner = np.array([i for i, r in enumerate(segs) for _ in r["item_tokens"]], dtype=np.int64)
     local = np.array([j for r in segs for j in range(len(r["item_tokens"]))], dtype=np.int64)
     sizes = np.array([len(t) for r in segs for t in r["item_tokens"]], dtype=np.int64)
     n_resp = np.array([s.n_response for s in samples], dtype=np.float64)
-    groups = _groups(cfg.select.scope, len(samples), owner)
+    groups = budget_groups(cfg.select.scope, len(samples), owner)
     budgets = [n_resp.sum()] if cfg.select.scope == "global" else n_resp.tolist()
     per: list[list[int]] = [[] for _ in samples]
     for g, tokens in zip(groups, budgets):
@@ -142,7 +142,7 @@ def _scored(cfg, scores):
 def token_cleaning(cfg, scores=None) -> Selection:
     """Global top-k of the per-token (excess) score over every response token of the dataset."""
     segs, gce = _scored(cfg, scores)
-    samples = [_sample(r) for r in segs]
+    samples = [sample_from_row(r) for r in segs]
     lengths = np.array([len(g) for g in gce], dtype=np.int64)
     flat = np.concatenate(gce) if gce else np.zeros(0)
     k = int(round(cfg.select.budget * lengths.sum()))
@@ -159,7 +159,7 @@ def token_cleaning(cfg, scores=None) -> Selection:
 def rho1(cfg, scores=None) -> Selection:
     """Per-sample top-k of the per-token (excess) score, k = select.budget of the sample's tokens."""
     segs, gce = _scored(cfg, scores)
-    samples = [_sample(r) for r in segs]
+    samples = [sample_from_row(r) for r in segs]
     for s, g, r in zip(samples, gce, segs):
         s.selected = np.sort(top_tokens(g, int(round(cfg.select.budget * len(g)))))
         _code_prose_counts(s, r)

@@ -1,0 +1,222 @@
+"""The selection interface every method shares (CodeBlock and the baselines), and its writer.
+
+A method returns a `Selection`: per sample, the response-relative token indices that get loss.
+`write_selection` turns it into the files the trainer reads:
+    <labels_dir>/<method>/labels.parquet   id (str), input_ids (list<int32>), labels (list<int32>)
+    <labels_dir>/<method>/stats.json       flat numeric metrics (DVC metrics)
+    <labels_dir>/<method>/ratios.csv       per-sample supervised ratio (DVC plot)
+    <labels_dir>/<method>/items.parquet    codeblock only: U, Ũ, Reach, Bridge, P, selected per item
+Labels are -100 everywhere except the selected response tokens; prompt tokens are always -100.
+Budget helpers (`fill_budget`, `top_tokens`, `budget_groups`) live here too, so every method
+spends its budget by the same rules.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from codeblock.stages import stage_hash
+
+FULL_TOKEN_METHODS = ("full", "full_filtered")  # their budget is every response token
+
+
+@dataclass
+class Sample:
+    id: str
+    input_ids: np.ndarray  # int32
+    response_start: int
+    response_end: int
+    selected: np.ndarray | None = None  # response-relative token indices (int64), sorted
+    n_code: int = 0
+    n_prose: int = 0
+    n_items: int = 0
+
+    @property
+    def n_response(self) -> int:
+        return self.response_end - self.response_start
+
+
+@dataclass
+class Selection:
+    method: str
+    samples: list[Sample]
+    extra: dict = field(default_factory=dict)  # method-specific numeric stats
+    items: object = None  # optional pyarrow Table of per-item details
+    inputs: dict = field(default_factory=dict)  # input path -> sha256, for provenance
+
+
+
+def fill_budget(order: np.ndarray, sizes: np.ndarray, budget: float) -> tuple[list[int], int]:
+    """Take whole units in `order` while the budget allows (overshoot < half the unit's size).
+
+    Returns (chosen unit indices, tokens taken)."""
+    chosen: list[int] = []
+    taken = 0
+    if budget <= 0 or len(order) == 0:
+        return chosen, 0
+    min_size = int(sizes[order].min())
+    for k in order.tolist():
+        s = int(sizes[k])
+        if taken + s <= budget + s / 2.0:
+            chosen.append(k)
+            taken += s
+            if budget - taken < min_size / 2.0:
+                break
+    return chosen, taken
+
+
+def top_tokens(values: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest values (ties broken by position, deterministic)."""
+    k = max(0, min(int(k), len(values)))
+    if k == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.lexsort((np.arange(len(values)), -values))
+    return order[:k]
+
+
+
+def budget_groups(scope: str, n_samples: int, keys: np.ndarray) -> list[np.ndarray]:
+    """Index arrays into `keys` (sample ids of units) per budget group."""
+    if scope == "global":
+        return [np.arange(len(keys))]
+    order = np.argsort(keys, kind="stable")
+    bounds = np.searchsorted(keys[order], np.arange(n_samples + 1))
+    return [order[bounds[i]:bounds[i + 1]] for i in range(n_samples)]
+
+
+def labels_for(s: Sample) -> np.ndarray:
+    lab = np.full(len(s.input_ids), -100, dtype=np.int32)
+    if s.selected is not None and len(s.selected):
+        idx = s.response_start + np.asarray(s.selected, dtype=np.int64)
+        lab[idx] = s.input_ids[idx]
+    return lab
+
+
+def _list_array(arrays: list[np.ndarray]):
+    import pyarrow as pa
+
+    lengths = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.concatenate(arrays).astype(np.int32) if arrays else np.zeros(0, np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))
+
+
+def selection_stats(sel: Selection, budget: float) -> dict[str, float]:
+    n = len(sel.samples)
+    resp = np.array([s.n_response for s in sel.samples], dtype=np.float64)
+    sup = np.array([0 if s.selected is None else len(s.selected) for s in sel.samples], dtype=np.float64)
+    code = float(sum(s.n_code for s in sel.samples))
+    prose = float(sum(s.n_prose for s in sel.samples))
+    ratio = np.divide(sup, resp, out=np.zeros_like(sup), where=resp > 0)
+    total_sup, total_resp = float(sup.sum()), float(resp.sum())
+    g = total_sup / total_resp if total_resp else 0.0
+    q = np.percentile(ratio, [10, 25, 50, 75, 90]) if n else np.zeros(5)
+    stats = {
+        "samples": n,
+        "response_tokens": total_resp,
+        "supervised_tokens": total_sup,
+        "supervised_ratio": g,
+        "budget": budget,
+        "ratio_vs_budget": g / budget if budget else 0.0,
+        "code_tokens": code,
+        "prose_tokens": prose,
+        "prose_share": prose / total_sup if total_sup else 0.0,
+        "items_selected": float(sum(s.n_items for s in sel.samples)),
+        "samples_zero_supervision": float((sup == 0).sum()),
+        "samples_zero_supervision_share": float((sup == 0).mean()) if n else 0.0,
+        "sample_ratio_mean": float(ratio.mean()) if n else 0.0,
+        "sample_ratio_std": float(ratio.std()) if n else 0.0,
+        "sample_ratio_min": float(ratio.min()) if n else 0.0,
+        "sample_ratio_p10": float(q[0]),
+        "sample_ratio_p25": float(q[1]),
+        "sample_ratio_p50": float(q[2]),
+        "sample_ratio_p75": float(q[3]),
+        "sample_ratio_p90": float(q[4]),
+        "sample_ratio_max": float(ratio.max()) if n else 0.0,
+    }
+    stats.update({k: float(v) for k, v in sel.extra.items()})
+    return stats
+
+
+def write_selection(cfg, sel: Selection) -> dict:
+    """Write labels.parquet, stats.json, ratios.csv (and items.parquet) for one method; log to MLflow."""
+    import pyarrow as pa
+
+    from codeblock.core.io import atomic_write_text, write_json, write_parquet
+    from codeblock.core.tracking import stage_run
+
+    out_dir = Path(cfg.paths.labels_dir) / sel.method
+    budget = 1.0 if sel.method in FULL_TOKEN_METHODS else cfg.select.budget
+    stats = selection_stats(sel, budget)
+    table = pa.table({
+        "id": pa.array([s.id for s in sel.samples], pa.string()),
+        "input_ids": _list_array([s.input_ids for s in sel.samples]),
+        "labels": _list_array([labels_for(s) for s in sel.samples]),
+    })
+    meta = {
+        "stage": "select", "method": sel.method,
+        "config_hash": stage_hash(cfg, "select"),
+        "inputs": sel.inputs, "stats": stats,
+    }
+    outputs = [str(out_dir / "labels.parquet"), str(out_dir / "stats.json"), str(out_dir / "ratios.csv")]
+    params = {"select." + k: v for k, v in cfg.to_dict()["select"].items()}
+    params["select.method"] = sel.method
+    with stage_run(cfg, f"select-{sel.method}", params=params, tags={"codeblock.method": sel.method}) as tr:
+        write_parquet(out_dir / "labels.parquet", table, metadata=meta)
+        write_json(out_dir / "stats.json", stats)
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["id", "response_tokens", "supervised_tokens", "code_tokens", "prose_tokens", "ratio"])
+        for s in sel.samples:
+            k = 0 if s.selected is None else len(s.selected)
+            w.writerow([s.id, s.n_response, k, s.n_code, s.n_prose, f"{k / s.n_response if s.n_response else 0.0:.6f}"])
+        atomic_write_text(out_dir / "ratios.csv", buf.getvalue())
+        if sel.items is not None:
+            write_parquet(out_dir / "items.parquet", sel.items, metadata=meta)
+            outputs.append(str(out_dir / "items.parquet"))
+        tr.log_metrics(stats)
+        tr.log_artifact(out_dir / "stats.json")
+    return {"outputs": outputs, "metrics": stats}
+
+
+def read_segments(path: str | Path, include_dropped: bool = False) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(path).to_pylist()
+    return rows if include_dropped else [r for r in rows if not r["dropped"]]
+
+
+def load_scores(cfg) -> dict[str, dict]:
+    from codeblock.select.score import load_scores as _load
+
+    return _load(cfg)
+
+
+def join_scores(segments: list[dict], scores: dict[str, dict], path: str = "segments") -> list[np.ndarray]:
+    """The per-response-token score array of each segmented sample, checking that tokenization matches."""
+    from codeblock.core.io import BadRowError
+
+    out = []
+    for k, r in enumerate(segments):
+        sc = scores.get(r["id"])
+        if sc is None:
+            raise BadRowError(path, k, "id", f"sample {r['id']!r} has no score (run `codeblock score`)")
+        if int(sc["response_start"]) != r["response_start"] or not np.array_equal(
+                np.asarray(sc["input_ids"], dtype=np.int64), np.asarray(r["input_ids"], dtype=np.int64)):
+            raise BadRowError(path, k, "input_ids", f"sample {r['id']!r}: scored and segmented tokenizations differ "
+                              "(score.max_length or the model changed; re-run segment and score)")
+        g = np.asarray(sc["gce"], dtype=np.float64)
+        if len(g) != r["response_end"] - r["response_start"]:
+            raise BadRowError(path, k, "gce", f"{len(g)} scores for {r['response_end'] - r['response_start']} tokens")
+        out.append(g)
+    return out
+
+
+def sample_from_row(r: dict) -> Sample:
+    return Sample(r["id"], np.asarray(r["input_ids"], dtype=np.int32), int(r["response_start"]), int(r["response_end"]))
