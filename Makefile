@@ -1,13 +1,14 @@
-# ONE set-up command: `make setup`. It creates .venv, installs torch first (the local CPU wheel,
-# so pip does not pull CUDA), installs the package with the locked versions, fetches the offline
-# assets and registers them with DVC. Running it again is a no-op.
+# The README's two commands: `make run` (the main job) and `make test` (the tests). Both set up
+# first when needed: `make setup` creates .venv, installs torch first (the local CPU wheel, so pip
+# does not pull CUDA), installs the package with the locked versions, fetches the offline assets
+# and registers them with DVC. Running it again is a no-op.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 PROFILE ?=
 
-.PHONY: setup install assets run smoke deploy ui test lint lock
+.PHONY: setup install assets run smoke deploy ui test test-slow test-all lint lock
 
 setup: install assets
 
@@ -20,9 +21,12 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(BIN)/python -m pip install -q -c requirements.lock -e ".[dev]"
 	touch $@
 
-assets: install
+assets: $(VENV)/.assets
+
+$(VENV)/.assets: $(VENV)/.installed codeblock/data/assets.py
 	$(BIN)/codeblock fetch-assets
 	$(BIN)/dvc add -q data/raw models/smollm2 models/minilm
+	touch $@
 
 # ONE run command: the main job end to end on the embedded default (see README): the Prefect
 # compare flow runs data -> filter -> segment -> score -> select -> train -> evaluate -> report for
@@ -47,8 +51,15 @@ deploy: setup
 ui:
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns.db --host 127.0.0.1 --port 5000
 
-# ONE test command.
-test:
+# ONE test command (what CI runs): sets up if needed, then every test but the slow ones.
+# `make test-slow` runs the slow ones (real models end to end, subprocess pipelines, a browser).
+test: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow
+
+test-all: setup
 	$(BIN)/python -m pytest -q
 
 lint:

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from codeblock.core.config import ConfigError, describe, load_config
+from codeblock.core.io import BadRowError, MissingInput
 from codeblock.stages import STAGES, StageContext
 
 # command -> (module defining cli(cfg, args) and optionally add_args(parser), help)
@@ -107,7 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     options = {k: v for k, v in vars(args).items() if k not in _COMMON}
     ctx = StageContext(method=getattr(args, "method", None), model_path=getattr(args, "model_path", None),
                        progress=not args.no_progress, options=options)
-    res = stage.run(cfg, ctx)
+    try:
+        res = stage.run(cfg, ctx)
+    except (MissingInput, BadRowError) as e:  # bad or missing input: say what, not a traceback
+        print(f"codeblock {args.command}: error: {e}", file=sys.stderr)
+        return 2
     mod = stage.load()
     if hasattr(mod, "summary"):
         text = mod.summary(res)

@@ -8,9 +8,11 @@ evaluate), the selection report, and the comparison: a markdown artifact with pa
 and benchmark, a link artifact to the selection report, `pipeline.compare_dir` files, and the
 @champion alias on the best method's registered model.
 
-Rules (ARCHITECTURE.md): a task is a thin call of one `codeblock` stage function; it receives the
-config *reference* (params file, profile, overrides) and returns paths, sha256 hashes and metrics,
-never models or tensors. Prefect does not cache (DVC owns caching). MLflow: one parent run per
+Rules (docs/architecture.md): a task runs one stage of the registry (codeblock/stages.py) through
+the launcher (codeblock/core/launch.py): by default as its own `codeblock <stage>` process, so
+memory returns to the system between stages and `pipeline.launch.<stage>` can put it under
+`accelerate launch`. A task receives the config *reference* (params file, profile, overrides) and
+returns paths, sha256 hashes and metrics, never models or tensors. Prefect does not cache (DVC owns caching). MLflow: one parent run per
 pipeline run, tagged with the git commit, the dvc.lock stage hashes, the Prefect flow-run id and
 the methods; each method gets a nested run tagged `method`, and the stage runs nest under it
 through CODEBLOCK_PARENT_RUN_ID (codeblock.core.tracking.parent_run).
@@ -33,7 +35,8 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from codeblock.core.config import Config, load_config  # noqa: E402
 from codeblock.core.io import sha256_path  # noqa: E402
-from codeblock.stages import SHARED_CHAIN, StageContext, run_stage  # noqa: E402
+from codeblock.core.launch import install_signal_handlers, launch_stage  # noqa: E402
+from codeblock.stages import SHARED_CHAIN, StageContext, get, run_stage  # noqa: E402
 
 CHAIN = SHARED_CHAIN  # what a method that is not pool-only needs after `data`
 HASH_LIMIT_BYTES = 2 << 30  # outputs larger than this are recorded by size, not hashed
@@ -62,12 +65,20 @@ def _fingerprint(path: str) -> str:
 
 
 def call_stage(stage: str, ref: dict[str, Any], method: str | None = None,
-               model_path: str | None = None) -> dict[str, Any]:
-    """Run one stage (the registry's entry point) in this process; return {stage, method, outputs,
-    hashes, metrics}."""
-    res = run_stage(stage, load(ref), StageContext(method=method, model_path=model_path))
-    outputs = list(res.outputs)
-    metrics = {k: v for k, v in res.metrics.items() if isinstance(v, (int, float, str, bool))}
+               model_path: str | None = None, log=print) -> dict[str, Any]:
+    """Run one stage: as its own process (`pipeline.launcher: subprocess`, the default: the same
+    `codeblock <stage>` command DVC runs, under `pipeline.launch.<stage>` if set), or in this
+    process (`inprocess`). Returns {stage, method, outputs, hashes, metrics}."""
+    get(stage)  # an unknown stage fails here, before any process starts
+    cfg = load(ref)
+    if cfg.pipeline.launcher == "subprocess":
+        res = launch_stage(stage, ref, method=method, model_path=model_path,
+                           prefix=cfg.pipeline.launch.get(stage, ""), log=log)
+        outputs, metrics = list(res["outputs"]), dict(res["metrics"])
+    else:
+        r = run_stage(stage, cfg, StageContext(method=method, model_path=model_path))
+        outputs, metrics = list(r.outputs), dict(r.metrics)
+    metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
     return {"stage": stage, "method": method, "outputs": outputs,
             "hashes": {p: _fingerprint(p) for p in outputs}, "metrics": metrics}
 
@@ -76,7 +87,7 @@ def call_stage(stage: str, ref: dict[str, Any], method: str | None = None,
 def stage_task(stage: str, ref: dict[str, Any], method: str | None = None,
                model_path: str | None = None) -> dict[str, Any]:
     logger = get_run_logger()
-    out = call_stage(stage, ref, method, model_path)
+    out = call_stage(stage, ref, method, model_path, log=logger.info)
     logger.info("%s%s -> %s", stage, f" [{method}]" if method else "", ", ".join(out["outputs"]) or "(no outputs)")
     return out
 
@@ -141,6 +152,7 @@ def pipeline(method: str = "codeblock", params: str = "params.yaml", profile: st
     [-> report]. With prepare=False the shared stages are assumed done (the compare flow)."""
     from codeblock.core.tracking import parent_run
 
+    install_signal_handlers()
     ref = config_ref(params, profile, overrides)
     cfg = load(ref)
     results: list[dict[str, Any]] = []
@@ -167,6 +179,7 @@ def compare(methods: list[str] | None = None, params: str = "params.yaml", profi
     from codeblock.core.tracking import dvc_lock_tags, parent_run, set_model_alias
     from codeblock.report.compare import markdown, run_compare
 
+    install_signal_handlers()
     ref = config_ref(params, profile, overrides)
     cfg = load(ref)
     methods = list(methods or cfg.pipeline.methods)

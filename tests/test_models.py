@@ -51,7 +51,7 @@ def test_resolver_kinds(tmp_path, default_model_dir):
     assert resolve_model_path(cfg.name_or_path, cfg) == default_model_dir  # cached conversion
     assert resolve_model_path(default_model_dir, cfg) == default_model_dir  # an HF folder as is
     assert resolve_model_path("Qwen/Qwen2.5-Coder-1.5B-Instruct", cfg) == "Qwen/Qwen2.5-Coder-1.5B-Instruct"
-    with pytest.raises(FileNotFoundError, match="GGUF file not found"):
+    with pytest.raises(FileNotFoundError, match="GGUF model file not found; make it with `make setup`"):
         resolve_model_path("models/nope.gguf", cfg)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         resolve_model_path("models/nope", cfg)

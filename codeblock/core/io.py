@@ -22,6 +22,22 @@ class BadRowError(ValueError):
         super().__init__(f"{file}: row {row}: field '{field}': {problem}")
 
 
+class MissingInput(FileNotFoundError):
+    """A stage input that is not there: what is missing, and the command that makes it."""
+
+    def __init__(self, path: str | os.PathLike, what: str, make: str):
+        self.path, self.what, self.make = str(path), what, make
+        super().__init__(f"{path}: {what} not found; make it with `{make}`")
+
+
+def require_input(path: str | os.PathLike, what: str, make: str) -> Path:
+    """`path` if it exists, else MissingInput naming it and the command that makes it."""
+    p = Path(path)
+    if not p.exists():
+        raise MissingInput(p, what, make)
+    return p
+
+
 def atomic_write_bytes(dest: str | os.PathLike, data: bytes) -> Path:
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@
   tokenizer and chat template, built in seconds and cached: the smoke profile and tests use it;
 - anything else: a hub id, passed to `from_pretrained` (needs the hub, or a filled HF cache).
 
-GGUF note (DATA.md): a model loaded from GGUF refuses `save_pretrained` because transformers marks
+GGUF note: a model loaded from GGUF refuses `save_pretrained` because transformers marks
 it quantized, although its weights are already dequantized floats. Clearing `hf_quantizer` and
 `config.quantization_config` gives a folder that reloads with identical outputs (tested).
 """
@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from codeblock.core.io import sha256_file
+from codeblock.core.io import MissingInput, sha256_file
 
 DEFAULT_GGUF = "models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SOURCE_MARKER = "codeblock_source.json"
@@ -53,7 +53,7 @@ def convert_gguf(gguf_path: str | os.PathLike, cache_dir: str | os.PathLike) -> 
 
     src = Path(gguf_path)
     if not src.exists():
-        raise FileNotFoundError(f"{src}: GGUF file not found (run the set-up: `make setup`)")
+        raise MissingInput(src, "GGUF model file", "make setup")
     digest = sha256_file(src)
     dest = Path(cache_dir) / f"{src.stem}-{digest[:12]}"
     if _is_hf_folder(dest):

@@ -243,6 +243,14 @@ class PipelineConfig:
     pool_only_methods: list[str] = f(
         ["full"], "Methods whose labels need only the pool: the flow skips filter/segment/score for them."
     )
+    launcher: Literal["subprocess", "inprocess"] = f(
+        "subprocess", "How a flow runs a stage: its own process (`codeblock <stage>`, memory freed between stages, "
+        "multi-GPU launch prefixes) or inside the flow process (tests, debugging).", volatile=True,
+    )
+    launch: dict[str, str] = f(
+        {}, "Per-stage launch prefix for the subprocess launcher, e.g. train: \"accelerate launch --config_file "
+        "configs/accelerate/ddp.yaml\" (it must accept `-m module args`); empty = plain python.", volatile=True,
+    )
     task_retries: int = f(1, "Prefect retries of a failed stage task.")
     retry_delay_s: float = f(10.0, "Seconds between Prefect retries.")
     task_timeout_s: float = f(7200.0, "Prefect timeout of one stage task, in seconds (0 = none).")

@@ -6,7 +6,7 @@ run with `stage_run(cfg, "train")`; when a parent run is active (in this process
 through the `CODEBLOCK_PARENT_RUN_ID` environment variable by the orchestrator) the stage run is
 nested under it. With `tracking.enabled: false` every call is a no-op, so stages never branch on it.
 
-MLflow refuses `@` in metric names (STACK.md): `metric_name` maps `pass@1` to `pass_at_1`.
+MLflow refuses `@` in metric names: `metric_name` maps `pass@1` to `pass_at_1`.
 """
 
 from __future__ import annotations

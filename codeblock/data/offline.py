@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from codeblock.core.io import MissingInput
+
 # Standard-library modules with documented, self-contained functions (no GUI, no test suites).
 STDLIB_SKIP_DIRS = {"test", "tests", "idlelib", "tkinter", "turtledemo", "lib2to3", "ensurepip", "site-packages",
                     "distutils", "__pycache__", "venv", "pydoc_data", "encodings"}
@@ -60,7 +62,7 @@ def _fenced(code: str) -> str:
 def iter_dataframebench(raw_dir: Path, split: str = "train") -> Iterator[tuple[int, dict[str, Any]]]:
     path = raw_dir / "dataframebench" / f"{split}.jsonl"
     if not path.exists():
-        raise FileNotFoundError(f"{path}: missing (run the set-up: `make setup`)")
+        raise MissingInput(path, "offline asset", "make setup")
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             row = json.loads(line)
@@ -201,7 +203,7 @@ def _iter_tree(root: Path, package: str, require_doctest: bool) -> Iterator[tupl
 def iter_algorithms(raw_dir: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     root = raw_dir / "algorithms"
     if not root.exists():
-        raise FileNotFoundError(f"{root}: missing (run the set-up: `make setup`)")
+        raise MissingInput(root, "offline asset", "make setup")
     return _iter_tree(root, "algorithms", require_doctest=False)
 
 
