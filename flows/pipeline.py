@@ -28,6 +28,9 @@ from typing import Any
 
 # The embedded (ephemeral) Prefect server would try to send telemetry; this project runs offline.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# The ephemeral API server gets 20 s to start by default, which a busy 2-core machine can miss
+# ("Timed out while attempting to connect to ephemeral Prefect API server").
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_link_artifact, create_markdown_artifact  # noqa: E402
@@ -36,7 +39,7 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from codeblock.core.config import Config, load_config  # noqa: E402
 from codeblock.core.io import sha256_path  # noqa: E402
 from codeblock.core.launch import install_signal_handlers, launch_stage  # noqa: E402
-from codeblock.stages import SHARED_CHAIN, StageContext, get, run_stage  # noqa: E402
+from codeblock.stages import PER_METHOD, SHARED_CHAIN, StageContext, get, run_stage  # noqa: E402
 
 CHAIN = SHARED_CHAIN  # what a method that is not pool-only needs after `data`
 HASH_LIMIT_BYTES = 2 << 30  # outputs larger than this are recorded by size, not hashed
@@ -172,12 +175,71 @@ def pipeline(method: str = "codeblock", params: str = "params.yaml", profile: st
     return {"method": method, "run_id": pr.run_id, "stages": results}
 
 
+def _selection_report(cfg, ref: dict[str, Any], methods: list[str]) -> dict[str, Any] | None:
+    """The selection report shows select.method's labels: run it on a method that ran (if any)."""
+    chain_methods = [m for m in methods if m not in cfg.pipeline.pool_only_methods]
+    if not chain_methods:
+        return None
+    extra = [] if cfg.select.method in chain_methods else [f"select.method={chain_methods[0]}"]
+    return _run("report", cfg, config_ref(ref["params"], ref["profile"], [*ref["overrides"], *extra]))
+
+
+def _comparison(cfg, pr) -> dict[str, Any]:
+    """The comparison: from MLflow (this pipeline run's runs) when tracking, else from the files."""
+    from codeblock.report.compare import run_compare
+
+    source = "mlflow" if pr.enabled else "files"
+    res = run_compare(cfg, source=source, run_id=pr.run_id, write=True)
+    if not res["table"] and source == "mlflow":  # e.g. an evaluator that logs nothing
+        res = run_compare(cfg, source="files", write=True)
+    return res
+
+
+def _publish(pr, table_md: str, metrics: dict[str, Any], report: dict[str, Any] | None) -> None:
+    """MLflow (table + metrics on the parent run) and Prefect artifacts (table, report link)."""
+    pr.log_text(table_md, "compare.md")
+    pr.log_metrics(metrics)
+    create_markdown_artifact(markdown=f"# pass@1 per method and benchmark\n\n{table_md}",
+                             key="codeblock-pass-at-1", description="pass@1 per method x benchmark")
+    html = next((p for p in (report or {}).get("outputs", []) if p.endswith(".html")), None)
+    if html:
+        create_link_artifact(link=Path(html).resolve().as_uri(), link_text="selection report",
+                             key="codeblock-selection-report")
+
+
+def _record_in_dvc(cfg, ref: dict[str, Any], methods: list[str], with_report: bool, pr, logger) -> None:
+    """`dvc commit` the stages this run produced, and tag the parent run with the lock's hashes."""
+    from codeblock.core.tracking import dvc_lock_tags
+
+    if not cfg.pipeline.dvc_commit or ref["overrides"]:
+        return
+    stages = ["data", *(CHAIN if needs_chain(cfg, methods) else ()),
+              *[f"{s}@{m}" for m in methods for s in PER_METHOD],
+              *(["report"] if with_report else []), "compare"]
+    committed = dvc_commit(ref["profile"], stages)
+    if committed["committed"]:
+        pr.set_tags(dvc_lock_tags(committed["lock"]))
+    else:
+        logger.warning("dvc commit skipped: %s", committed["skipped"])
+
+
+def _promote(cfg, best: str | None, pr) -> dict[str, Any] | None:
+    """The best method's registered model gets the @champion alias."""
+    from codeblock.core.tracking import set_model_alias
+
+    if not (cfg.pipeline.promote_champion and best):
+        return None
+    version = set_model_alias(cfg, "champion", best)
+    pr.set_tags({"champion": best, "champion_version": version or "unregistered"})
+    return {"method": best, "version": version}
+
+
 @flow(name="codeblock-compare", log_prints=True)
 def compare(methods: list[str] | None = None, params: str = "params.yaml", profile: str | None = None,
             overrides: list[str] | None = None) -> dict[str, Any]:
     """Every method of `methods` (default: pipeline.methods) on shared data, then the comparison."""
-    from codeblock.core.tracking import dvc_lock_tags, parent_run, set_model_alias
-    from codeblock.report.compare import markdown, run_compare
+    from codeblock.core.tracking import parent_run
+    from codeblock.report.compare import markdown
 
     install_signal_handlers()
     ref = config_ref(params, profile, overrides)
@@ -191,40 +253,12 @@ def compare(methods: list[str] | None = None, params: str = "params.yaml", profi
         prepare_stages(cfg, ref, methods)
         per_method = {m: pipeline(method=m, params=params, profile=profile, overrides=ref["overrides"],
                                   prepare=False) for m in methods}
-        report = None
-        chain_methods = [m for m in methods if m not in cfg.pipeline.pool_only_methods]
-        if chain_methods:  # the selection report shows select.method's labels: one that ran
-            extra = [] if cfg.select.method in chain_methods else [f"select.method={chain_methods[0]}"]
-            report = _run("report", cfg, config_ref(params, profile, [*ref["overrides"], *extra]))
-        # The comparison: from MLflow (the runs of this pipeline run) when tracking, else from files.
-        source = "mlflow" if pr.enabled else "files"
-        res = run_compare(cfg, source=source, run_id=pr.run_id, write=True)
-        if not res["table"] and source == "mlflow":  # e.g. an evaluator that logs nothing
-            res = run_compare(cfg, source="files", write=True)
+        report = _selection_report(cfg, ref, methods)
+        res = _comparison(cfg, pr)
         table_md = markdown(res["table"])
-        pr.log_text(table_md, "compare.md")
-        pr.log_metrics(res["metrics"])
-        create_markdown_artifact(markdown=f"# pass@1 per method and benchmark\n\n{table_md}",
-                                 key="codeblock-pass-at-1", description="pass@1 per method x benchmark")
-        if report is not None:
-            html = next((p for p in report["outputs"] if p.endswith(".html")), None)
-            if html:
-                create_link_artifact(link=Path(html).resolve().as_uri(), link_text="selection report",
-                                     key="codeblock-selection-report")
-        if cfg.pipeline.dvc_commit and not ref["overrides"]:
-            stages = ["data", *(CHAIN if needs_chain(cfg, methods) else ()),
-                      *[f"{s}@{m}" for m in methods for s in ("select", "train", "evaluate")],
-                      *(["report"] if report is not None else []), "compare"]
-            committed = dvc_commit(profile, stages)
-            if committed["committed"]:
-                pr.set_tags(dvc_lock_tags(committed["lock"]))
-            else:
-                logger.warning("dvc commit skipped: %s", committed["skipped"])
-        champion = None
-        if cfg.pipeline.promote_champion and res["best"]:
-            version = set_model_alias(cfg, "champion", res["best"])
-            champion = {"method": res["best"], "version": version}
-            pr.set_tags({"champion": res["best"], "champion_version": version or "unregistered"})
+        _publish(pr, table_md, res["metrics"], report)
+        _record_in_dvc(cfg, ref, methods, report is not None, pr, logger)
+        champion = _promote(cfg, res["best"], pr)
         logger.info("comparison:\n%s", table_md)
     return {"run_id": pr.run_id, "methods": {m: r["run_id"] for m, r in per_method.items()},
             "table": res["table"], "outputs": res["outputs"], "champion": champion}

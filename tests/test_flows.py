@@ -57,6 +57,12 @@ def test_prefect_yaml_deployments_point_at_real_flows():
     gpu = next(d for d in spec["deployments"] if d["name"] == "codeblock-gpu")
     assert gpu["work_pool"]["job_variables"]["env"]["CUDA_VISIBLE_DEVICES"]
     assert "model.device=cuda" in gpu["parameters"]["overrides"]
+    multi = next(d for d in spec["deployments"] if d["name"] == "codeblock-multigpu")
+    assert "CUDA_VISIBLE_DEVICES" not in multi["work_pool"]["job_variables"]["env"]
+    p = multi["parameters"]
+    cfg = load_config(ROOT / p["params"], p["overrides"], None)
+    assert cfg.pipeline.launch["train"].startswith("accelerate launch --config_file configs/accelerate/")
+    assert (ROOT / cfg.pipeline.launch["train"].split("--config_file ")[1].split()[0]).exists()
 
 
 def test_serve_entry_builds_a_runner_deployment():

@@ -31,6 +31,7 @@ from typing import Any
 
 KILL_GRACE_S = 10.0  # SIGTERM -> SIGKILL delay for a stage's process group
 TAIL_LINES = 40  # log lines quoted in the error of a failed stage
+PROGRESS_INTERVAL_S = 10  # a stage's progress bars redraw at most this often in the flow's log
 _LINE_SPLIT = re.compile(r"[\r\n]+")  # tqdm redraws with \r: each redraw is a line of the log
 
 _LIVE: set[subprocess.Popen] = set()
@@ -137,7 +138,9 @@ def launch_stage(stage: str, ref: dict[str, Any], *, method: str | None = None, 
     try:
         cmd = stage_command(stage, ref, method=method, model_path=model_path, result_json=result_json, prefix=prefix)
         log("$ " + shlex.join(cmd))
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # tqdm reads TQDM_* defaults from the environment: one progress line per interval, not
+        # one per redraw, in the Prefect task log
+        env = {"TQDM_MININTERVAL": str(PROGRESS_INTERVAL_S), **os.environ, "PYTHONUNBUFFERED": "1"}
         run_command(cmd, log=log, env=env, name=stage, timeout=timeout)
         return json.loads(Path(result_json).read_text())
     finally:
