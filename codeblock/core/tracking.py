@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 PARENT_ENV = "CODEBLOCK_PARENT_RUN_ID"
+PARAM_VALUE_LIMIT = 6000  # characters of a param value MLflow stores (its limit, with margin)
 
 
 def metric_name(name: str) -> str:
@@ -85,7 +86,7 @@ class Tracker:
 
     def log_params(self, params: dict[str, Any]) -> None:
         if self.enabled:
-            clean = {k: (str(v)[:6000]) for k, v in params.items()}
+            clean = {k: (str(v)[:PARAM_VALUE_LIMIT]) for k, v in params.items()}
             self.mlflow.log_params(clean)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
@@ -184,7 +185,7 @@ class ParentRun:
     def log_params(self, params: dict[str, Any]) -> None:
         if self.enabled:
             for k, v in params.items():
-                self.client.log_param(self.run_id, k, str(v)[:6000])
+                self.client.log_param(self.run_id, k, str(v)[:PARAM_VALUE_LIMIT])
 
     def log_text(self, text: str, name: str) -> None:
         if self.enabled:

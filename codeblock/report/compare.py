@@ -36,6 +36,9 @@ _PASS = re.compile(r"^pass_at_(\d+)$")
 _SKIP_PARTS = {"eval", "evaluate", "metrics", "benchmarks", "results", "mean", "value"}
 AVG = "avg"
 
+MAX_NESTING = 16  # parent-run hops searched for a run's method tag
+MAX_RUNS = 5000  # evaluate runs read from the MLflow experiment (newest first)
+
 
 # ---------------------------------------------------------------------------------------------
 # Reading pass@k out of whatever shape a stage wrote.
@@ -138,7 +141,7 @@ def _descendants(runs: list, root: str) -> set[str]:
 def _method_of(run, by_id: dict[str, Any]) -> str | None:
     """The run's own method tag, else the nearest ancestor's (a per-benchmark child run)."""
     hops = 0
-    while run is not None and hops < 16:
+    while run is not None and hops < MAX_NESTING:
         m = _run_method(run)
         if m:
             return m
@@ -168,7 +171,7 @@ def from_mlflow(cfg, methods: list[str] | None = None, run_id: str | None = None
     mlflow = setup(cfg)
     exp = mlflow.get_experiment_by_name(cfg.tracking.experiment)
     client = mlflow.MlflowClient()
-    runs = client.search_runs([exp.experiment_id], max_results=5000, order_by=["attributes.start_time DESC"])
+    runs = client.search_runs([exp.experiment_id], max_results=MAX_RUNS, order_by=["attributes.start_time DESC"])
     by_id = {r.info.run_id: r for r in runs}
     if run_id:
         keep = _descendants(runs, run_id)

@@ -22,6 +22,8 @@ import numpy as np
 
 from codeblock.stages import StageContext, StageResult
 
+IGNORE_INDEX = -100  # label of a token without loss (as in train/sparse_loss.py; torch not imported here)
+
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1100px;color:#222;background:#fafafa}
 h1{font-size:1.5em}h2{font-size:1.05em;margin:0 0 .4em 0}
@@ -121,7 +123,7 @@ def build_report(cfg, method: str = "codeblock", n: int = 20, seed: int | None =
         row, seg, lab = texts[sid], segs[sid], labels[sid]
         enc = encode_pair(tok, row["instruction"], row["response"], cfg.score.max_length)
         rs = seg["response_start"]
-        supervised = [k - rs for k, x in enumerate(lab["labels"]) if x != -100]
+        supervised = [k - rs for k, x in enumerate(lab["labels"]) if x != IGNORE_INDEX]
         prose = set(seg["prose_tokens"])
         sup_spans = [tuple(enc.offsets[k]) for k in supervised if k not in prose and k < len(enc.offsets)]
         prose_spans = [tuple(enc.offsets[k]) for k in supervised if k in prose and k < len(enc.offsets)]
@@ -135,7 +137,7 @@ def build_report(cfg, method: str = "codeblock", n: int = 20, seed: int | None =
                 it.update({key: info[k][key] for key in ("U", "U_pct", "P", "selected")})
             else:
                 it["selected"] = bool(seg["item_tokens"][k]) and all(
-                    lab["labels"][rs + t] != -100 for t in seg["item_tokens"][k])
+                    lab["labels"][rs + t] != IGNORE_INDEX for t in seg["item_tokens"][k])
             items.append(it)
         n_sup = len(supervised)
         n_resp = seg["response_end"] - rs
