@@ -255,13 +255,13 @@ def compare(methods: list[str] | None = None, params: str = "params.yaml", profi
                                   prepare=False) for m in methods}
         report = _selection_report(cfg, ref, methods)
         res = _comparison(cfg, pr)
-        table_md = markdown(res["table"])
+        table_md = markdown(res["table"], note=res["note"])
         _publish(pr, table_md, res["metrics"], report)
         _record_in_dvc(cfg, ref, methods, report is not None, pr, logger)
         champion = _promote(cfg, res["best"], pr)
         logger.info("comparison:\n%s", table_md)
     return {"run_id": pr.run_id, "methods": {m: r["run_id"] for m, r in per_method.items()},
-            "table": res["table"], "outputs": res["outputs"], "champion": champion}
+            "table": res["table"], "outputs": res["outputs"], "champion": champion, "note": res["note"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     from codeblock.report.compare import markdown
 
     res = compare(methods=args.methods, params=args.params, profile=args.profile, overrides=args.overrides)
-    print(markdown(res["table"]), end="")
+    print(markdown(res["table"], note=res.get("note", "")), end="")
     return 0
 
 

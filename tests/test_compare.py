@@ -16,7 +16,9 @@ from codeblock.report.compare import (
     histogram,
     markdown,
     pass_metrics,
+    problem_counts,
     run_compare,
+    wilson_interval,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +49,33 @@ def test_pass_metrics_reads_every_naming():
     assert pass_metrics({"pass_at_1": 0.3}, benchmark="mbpp") == {("mbpp", 1): 0.3}
 
 
+@pytest.mark.parametrize("k,n", [(0, 20), (1, 20), (7, 20), (20, 20), (82, 164), (3, 7)])
+def test_wilson_interval_matches_scipy(k, n):
+    from scipy.stats import binomtest
+
+    want = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    lo, hi = wilson_interval(k / n, n)
+    assert lo == pytest.approx(want.low, abs=1e-6) and hi == pytest.approx(want.high, abs=1e-6)
+
+
+def test_wilson_interval_hand_worked():
+    # 1 pass in 20: p = 0.05, z^2 = 3.8415, centre = (0.05 + 3.8415/40) / (1 + 3.8415/20) = 0.12251,
+    # half = 1.96 / 1.19207 * sqrt(0.05 * 0.95 / 20 + 3.8415 / 1600) = 0.11363 -> [0.0089, 0.2361]
+    lo, hi = wilson_interval(0.05, 20)
+    assert (round(lo, 4), round(hi, 4)) == (0.0089, 0.2361)
+
+
+def test_table_shows_problem_counts_intervals_and_the_note():
+    table = {"codeblock": {"pass_at_1/humaneval": 0.05, "pass_at_1/avg": 0.05, "n_problems/humaneval": 20.0}}
+    md = markdown(table, note="proves the pipeline")
+    assert "| method | humaneval (n=20) | avg |" in md
+    assert "| codeblock | 5.0 [0.9, 23.6] | 5.0 |" in md
+    assert "Wilson" in md and md.rstrip().endswith("proves the pipeline")
+    assert problem_counts({"benchmarks/mbpp/n_problems": 20.0, "benchmarks/mbpp/n_problems_total": 500.0,
+                           "n_problems/humaneval": 164.0}) == {"mbpp": 20, "humaneval": 164}
+    assert problem_counts({"n_problems": 7.0}, benchmark="mbpp") == {"mbpp": 7}
+
+
 def _write_eval(cfg, method: str, obj: dict) -> None:
     p = Path(cfg.paths.reports_dir) / "eval" / method / "metrics.json"
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -56,6 +85,8 @@ def _write_eval(cfg, method: str, obj: dict) -> None:
 def test_files_source_writes_summary_plots_and_table(cfg):
     _write_eval(cfg, "codeblock", {"humaneval": {"pass@1": 0.5, "n": 10}, "mbpp": {"pass@1": 0.3}})
     _write_eval(cfg, "full", {"pass_at_1/humaneval": 0.25, "pass_at_1/mbpp": 0.35})
+    results = Path(cfg.paths.reports_dir) / "eval" / "codeblock" / "results.json"
+    results.write_text(json.dumps({"benchmarks": {"humaneval": {"n_problems": 10, "n_problems_total": 164}}}))
     labels = Path(cfg.paths.labels_dir) / "codeblock"
     labels.mkdir(parents=True)
     (labels / "stats.json").write_text(json.dumps({"supervised_ratio": 0.019, "zero_supervision_samples": 2}))
@@ -80,7 +111,9 @@ def test_files_source_writes_summary_plots_and_table(cfg):
             if r["method"] == "codeblock"]
     assert sum(int(r["samples"]) for r in hist) == 4
     md = (Path(cfg.pipeline.compare_dir) / "compare.md").read_text()
-    assert "| codeblock | 50.0 | 30.0 | 40.0 |" in md
+    assert "| method | humaneval (n=10) | mbpp | avg |" in md
+    lo, hi = wilson_interval(0.5, 10)
+    assert f"| codeblock | 50.0 [{100 * lo:.1f}, {100 * hi:.1f}] | 30.0 | 40.0 |" in md
     assert "| full | 25.0 | 35.0 | 30.0 |" in md
 
 

@@ -38,6 +38,8 @@ AVG = "avg"
 
 MAX_NESTING = 16  # parent-run hops searched for a run's method tag
 MAX_RUNS = 5000  # evaluate runs read from the MLflow experiment (newest first)
+N_PROBLEMS = "n_problems"  # metric prefix: how many problems a benchmark's pass@k rests on
+Z95 = 1.959964  # normal quantile of a two-sided 95% interval
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,8 +91,35 @@ def add_average(row: dict[str, float]) -> dict[str, float]:
     return row
 
 
-def _row(found: dict[tuple[str, int], float]) -> dict[str, float]:
-    return add_average({f"pass_at_{k}/{b}": v for (b, k), v in sorted(found.items())})
+def _row(found: dict[tuple[str, int], float], counts: dict[str, int] | None = None) -> dict[str, float]:
+    row = add_average({f"pass_at_{k}/{b}": v for (b, k), v in sorted(found.items())})
+    row.update({f"{N_PROBLEMS}/{b}": float(n) for b, n in sorted((counts or {}).items())})
+    return row
+
+
+def problem_counts(flat: dict[str, float], benchmark: str | None = None) -> dict[str, int]:
+    """{benchmark: problems scored} from `n_problems/<bench>` metrics or a results.json's
+    `benchmarks/<bench>/n_problems`."""
+    out: dict[str, int] = {}
+    for key, value in flat.items():
+        parts = [p for p in re.split(r"[/.]", key) if p]
+        if not parts or parts[-1] != N_PROBLEMS and parts[0] != N_PROBLEMS:
+            continue
+        rest = [p for p in parts if p != N_PROBLEMS and p.lower() not in _SKIP_PARTS]
+        bench = rest[0] if len(rest) == 1 else benchmark
+        if bench:
+            out[bench] = int(value)
+    return out
+
+
+def wilson_interval(p: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a pass rate p measured on n problems (95% by default)."""
+    if n <= 0:
+        return 0.0, 1.0
+    z2 = z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,7 +137,9 @@ def from_files(cfg, methods: list[str] | None = None) -> dict[str, dict[str, flo
         p = eval_metrics_path(cfg, method)
         if not p.exists():
             continue
-        table[method] = _row(pass_metrics(flatten(json.loads(p.read_text()))))
+        results = p.with_name("results.json")
+        counts = problem_counts(flatten(json.loads(results.read_text()))) if results.exists() else {}
+        table[method] = _row(pass_metrics(flatten(json.loads(p.read_text()))), counts)
     return table
 
 
@@ -188,13 +219,15 @@ def from_mlflow(cfg, methods: list[str] | None = None, run_id: str | None = None
         if method is None or (methods and method not in methods):
             continue
         found: dict[tuple[str, int], float] = {}
+        counts: dict[str, int] = {}
         for r in members:
             found.update(pass_metrics(r.data.metrics, r.data.tags.get("benchmark")))
+            counts.update(problem_counts(r.data.metrics, r.data.tags.get("benchmark")))
         if not found:
             continue
         start = root.info.start_time or 0
         if method not in chosen or start > chosen[method][0]:
-            chosen[method] = (start, _row(found))
+            chosen[method] = (start, _row(found, counts))
     order = methods or sorted(chosen)
     return {m: chosen[m][1] for m in order if m in chosen}
 
@@ -208,18 +241,51 @@ def columns(table: dict[str, dict[str, float]], k: int = 1) -> list[str]:
     return [c for c in heads if not c.endswith(f"/{AVG}")] + [c for c in heads if c.endswith(f"/{AVG}")]
 
 
-def markdown(table: dict[str, dict[str, float]], k: int = 1) -> str:
-    """A markdown table: one row per method, one column per benchmark, then the average."""
+def _cell(row: dict[str, float], col: str) -> str:
+    if col not in row:
+        return "-"
+    bench = col.split("/", 1)[1]
+    n = int(row.get(f"{N_PROBLEMS}/{bench}", 0))
+    if not n:
+        return f"{100 * row[col]:.1f}"
+    lo, hi = wilson_interval(row[col], n)
+    return f"{100 * row[col]:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def markdown(table: dict[str, dict[str, float]], k: int = 1, note: str = "") -> str:
+    """A markdown table: one row per method, one column per benchmark (with the number of problems
+    and a 95% interval when known), then the average; `note` is appended as a paragraph."""
     cols = columns(table, k)
     if not table or not cols:
         return "_no evaluation results yet_\n"
-    head = "| method | " + " | ".join(c.split("/", 1)[1] for c in cols) + " |"
+    counts: dict[str, int] = {}
+    for row in table.values():
+        for key, v in row.items():
+            if key.startswith(f"{N_PROBLEMS}/"):
+                counts[key.split("/", 1)[1]] = max(counts.get(key.split("/", 1)[1], 0), int(v))
+    names = [c.split("/", 1)[1] for c in cols]
+    head = "| method | " + " | ".join(f"{b} (n={counts[b]})" if b in counts else b for b in names) + " |"
     sep = "|---|" + "---:|" * len(cols)
     lines = [head, sep]
     for method, row in table.items():
-        cells = [f"{100 * row[c]:.1f}" if c in row else "-" for c in cols]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + f"\n\npass@{k} in percent.\n"
+        lines.append(f"| {method} | " + " | ".join(_cell(row, c) for c in cols) + " |")
+    text = "\n".join(lines) + f"\n\npass@{k} in percent"
+    if counts:
+        text += (", [95% Wilson interval over the n problems of one run]. The interval shows only how "
+                 "much the problem sample alone can move the number; overlapping intervals are no evidence "
+                 "of a difference. Seeds and paired intervals: `codeblock experiment`")
+    text += ".\n"
+    return text + (f"\n{note}\n" if note else "")
+
+
+def honesty_note(cfg) -> str:
+    """What the default (CPU) models can and cannot show."""
+    name = cfg.model.name_or_path.lower()
+    if "smollm2" in name or name == "tiny-random":
+        return ("The model is SmolLM2-135M or a tiny random model on CPU, which score near zero on these "
+                "benchmarks: this run proves the pipeline, not the method (use a code model on a GPU, "
+                "e.g. `--profile paper`).")
+    return ""
 
 
 def _read_csv_column(path: Path, names: tuple[str, ...]) -> list[float]:
@@ -291,7 +357,7 @@ def write_outputs(cfg, table: dict[str, dict[str, float]]) -> list[str]:
     w.writerow(["label", "method", "ratio_bin", "samples"])
     w.writerows([(f"{m} {b}", m, b, n) for m, b, n in hist_rows])
     atomic_write_text(out / "supervision_hist.csv", buf.getvalue())
-    atomic_write_text(out / "compare.md", markdown(table))
+    atomic_write_text(out / "compare.md", markdown(table, note=honesty_note(cfg)))
     return [str(out / n) for n in ("summary.json", "pass_at_1.csv", "supervision_hist.csv", "compare.md")]
 
 
@@ -309,7 +375,7 @@ def run_compare(cfg, source: str = "files", run_id: str | None = None, write: bo
     metrics = {f"{m}/{k}": v for m, row in table.items() for k, v in row.items()}
     return {"outputs": outputs, "metrics": metrics, "table": table,
             "best": best_method(table, cfg.pipeline.champion_metric),
-            "champion_metric": cfg.pipeline.champion_metric}
+            "champion_metric": cfg.pipeline.champion_metric, "note": honesty_note(cfg)}
 
 
 def add_args(p) -> None:
@@ -328,7 +394,7 @@ def run(cfg, ctx: StageContext) -> StageResult:
 
 
 def summary(res: StageResult) -> str:
-    out = markdown(res.payload["table"])
+    out = markdown(res.payload["table"], note=res.payload.get("note", ""))
     if res.payload.get("best"):
         out += f"best by {res.payload['champion_metric']}: {res.payload['best']}\n"
     return out.rstrip("\n")
