@@ -88,24 +88,24 @@ def test_def_lambda_params_global_nonlocal_class():
         "counter = 0\n"                         # 2
         "def bump(step=limit, *extra, **kw):\n" # 3: limit<-1 (default, outer scope); step, extra, kw
         "    global counter\n"                  # 4
-        "    counter += step + len(extra)\n"    # 5: counter<-2 (module), step<-3, extra<-3; def counter (module)
+        "    counter += step + len(extra)\n"    # 5: counter<-2 (module), <-5 (an earlier call); step<-3, extra<-3
         "    def inner():\n"                    # 6
         "        nonlocal step\n"               # 7
         "        step = helper(kw)\n"           # 8: helper<-14 (defined later, call time), kw<-3; def step in bump
-        "    return step\n"                     # 9: step<-8 (nonlocal binding, line 8 before 9)
+        "    return step\n"                     # 9: step<-3 (inner may not run), <-8 (inner's nonlocal write)
         "f = lambda a, b=limit: a * b\n"        # 10: limit<-1; a<-10, b<-10
         "class K(Base):\n"                      # 11: Base unbound -> no pair
         "    size = limit\n"                    # 12: limit<-1
         "    def get(self): return size\n"      # 13: self<-13; size: class scope skipped -> unbound
         "def helper(z): return z\n"             # 14: z<-14
-        "print(counter, f, K)\n"                # 15: counter<-5 (global bump), f<-10, K<-11
+        "print(counter, f, K)\n"                # 15: counter<-2 (bump maybe never called), <-5; f<-10, K<-11
     )
     assert pairs(code) == {
-        ("limit", 3, 1), ("counter", 5, 2), ("step", 5, 3), ("extra", 5, 3),
-        ("helper", 8, 14), ("kw", 8, 3), ("step", 9, 8),
+        ("limit", 3, 1), ("counter", 5, 2), ("counter", 5, 5), ("step", 5, 3), ("extra", 5, 3),
+        ("helper", 8, 14), ("kw", 8, 3), ("step", 9, 3), ("step", 9, 8),
         ("limit", 10, 1), ("a", 10, 10), ("b", 10, 10),
         ("limit", 12, 1), ("z", 14, 14),
-        ("counter", 15, 5), ("f", 15, 10), ("K", 15, 11),
+        ("counter", 15, 2), ("counter", 15, 5), ("f", 15, 10), ("K", 15, 11),
     }
 
 
