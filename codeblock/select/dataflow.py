@@ -51,9 +51,9 @@ def python_def_use(root, max_depth: int = MAX_DEPTH) -> list[tuple[Binding, Use]
     """(reaching binding, use) pairs of a Python tree (each pair once)."""
     fb = FlowBuilder(max_depth)
     module = fb.build(root)
-    pairs = dict.fromkeys(Reaching(module).run())
     defs, uses = fb.defs, fb.uses
-    return [(Binding(defs[d][0], defs[d][1], defs[d][1]), Use(*uses[u])) for d, u in pairs]
+    pairs = dict.fromkeys((defs[d], uses[u]) for d, u in Reaching(module).run())  # a finally clause is built twice
+    return [(Binding(d[0], d[1], d[1]), Use(*u)) for d, u in pairs]
 
 
 ANALYSERS = {"python": python_def_use}

@@ -139,16 +139,27 @@ class CompoundStatements:
             return
         self.ctx.pop()
         self.n_exc -= 1
-        for e in ends:
-            self.edge(e, fin[1])
-        self.cur = fin[1]
-        self.body(next((c for c in final.named_children if c.type == "block"), None))
+        block = next((c for c in final.named_children if c.type == "block"), None)
+        if self.fin_copies < 3:  # the clause twice: after the normal paths, and for the exits through it
+            self.fin_copies += 1
+            self.join(ends)
+            if self.cur >= 0:
+                self.body(block)
+            normal = self.cur
+            self.cur = fin[1]
+            self.body(block)
+            self.fin_copies -= 1
+        else:  # deeply nested finally clauses: one copy that every path goes through (a coarser graph)
+            for e in ends:
+                self.edge(e, fin[1])
+            self.cur = fin[1]
+            self.body(block)
+            normal = self.cur if any(e >= 0 for e in ends) else -1
         end = self.cur
         for kind in sorted(fin[2]):  # exits that ran the finally clause go on to their targets
             self.cur = end
             self.route(kind)
-        self.cur = end
-        self.join([end] if any(e >= 0 for e in ends) else [])
+        self.cur = normal
 
     def match_(self, n) -> None:
         for s in n.children_by_field_name("subject"):

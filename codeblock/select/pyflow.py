@@ -49,6 +49,7 @@ class FlowBuilder(CompoundStatements):
         self.cur = 0  # current block of self.scope; -1 = unreachable so far
         self.ctx: list = []  # ("loop", head, after) | ("try", dispatch) | ["finally", entry, pending]
         self.n_exc = 0  # try/finally entries on ctx (exceptions have somewhere to go)
+        self.fin_copies = 0  # finally clauses being built inside one another (each is built twice)
 
     # ---- graph primitives ---------------------------------------------------------------------
     def build(self, root) -> Scope:
