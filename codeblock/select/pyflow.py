@@ -269,8 +269,10 @@ class FlowBuilder(CompoundStatements):
         while node is not None and node.type == "assignment":
             left, right = node.child_by_field_name("left"), node.child_by_field_name("right")
             self.expr(node.child_by_field_name("type"))
-            if right is None:  # `x: int` declares, binds nothing; `a.b: int` still reads a
-                if left is not None and left.type != "identifier":
+            if right is None:  # `x: int` makes x local to the scope but binds nothing; `a.b: int` reads a
+                if left is not None and left.type == "identifier":
+                    self.scope.bound.add(_text(left))
+                elif left is not None:
                     self.expr(left)
                 node = None
                 break
@@ -291,8 +293,8 @@ class FlowBuilder(CompoundStatements):
                 self.define(ids[0] if first else ids[-1])
 
     # ---- compound statements ------------------------------------------------------------------
-    def open_scope(self, kind: str):
-        child = Scope(kind, self.scope)
+    def open_scope(self, kind: str, node):
+        child = Scope(kind, self.scope, node.start_byte)
         self.scope.children.append(child)
         self.ev((CHILD, child))
         saved = (self.scope, self.cur, self.ctx, self.n_exc)
@@ -330,7 +332,7 @@ class FlowBuilder(CompoundStatements):
         names = self.params(params, True)
         self.expr(n.child_by_field_name("return_type"))
         self.expr(n.child_by_field_name("type_parameters"))
-        saved = self.open_scope("function")
+        saved = self.open_scope("function", n)
         for p in names:
             self.define(p)
         self.body(n.child_by_field_name("body"))
@@ -341,7 +343,7 @@ class FlowBuilder(CompoundStatements):
 
     def lambda_(self, n) -> None:
         names = self.params(n.child_by_field_name("parameters"), True)
-        saved = self.open_scope("lambda")
+        saved = self.open_scope("lambda", n)
         for p in names:
             self.define(p)
         self.expr(n.child_by_field_name("body"))
@@ -350,7 +352,7 @@ class FlowBuilder(CompoundStatements):
     def class_(self, n) -> None:
         self.expr(n.child_by_field_name("superclasses"))
         self.expr(n.child_by_field_name("type_parameters"))
-        saved = self.open_scope("class")
+        saved = self.open_scope("class", n)
         self.body(n.child_by_field_name("body"))
         self.close_scope(saved)
         name = n.child_by_field_name("name")
@@ -374,7 +376,7 @@ class FlowBuilder(CompoundStatements):
             return
         for r in clauses[0].children_by_field_name("right"):  # evaluated in the enclosing scope
             self.expr(r)
-        saved = self.open_scope("comprehension")
+        saved = self.open_scope("comprehension", n)
         heads: list[int] = []
         for c in clauses:
             if c.type == "for_in_clause":

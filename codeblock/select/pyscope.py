@@ -35,12 +35,13 @@ class Use:
 
 
 class Scope:
-    __slots__ = ("kind", "parent", "deferred", "blocks", "succ", "bound", "globals_", "nonlocals", "children",
+    __slots__ = ("kind", "parent", "site", "deferred", "blocks", "succ", "bound", "globals_", "nonlocals", "children",
                  "owned", "exports", "solved", "pstate", "pblock", "pindex")
 
-    def __init__(self, kind: str, parent: Scope | None):
+    def __init__(self, kind: str, parent: Scope | None, site: int = 0):
         self.kind = kind  # module | function | lambda | class | comprehension
         self.parent = parent
+        self.site = site  # byte where its node (def, lambda, class, comprehension) starts
         self.deferred = kind in ("function", "lambda")  # the body runs later (when called)
         self.blocks: list[list[tuple]] = [[]]
         self.succ: list[list[int]] = [[]]
