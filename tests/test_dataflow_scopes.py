@@ -66,7 +66,7 @@ def test_nonlocal_binds_to_the_enclosing_function_even_when_bound_later():
     texts, edges, rch, brg = graph(code)
     assert edges == {(0, 2)}
     # Reach: 0 -> {2}: 1/2.  Bridge 0.
-    # (old: nonlocal count went to the module, count@5 <- 1 and count@9 <- 5: edges 0->1->2, CB(1) = 1/2)
+    # (old: bump's write went to the module's count, so count@9 <- 5: the one edge was 1 -> 2, Reach(0) = 0)
     assert rch == pytest.approx([1 / 2, 0, 0])
     assert brg == pytest.approx([0, 0, 0])
 

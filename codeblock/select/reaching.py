@@ -80,10 +80,12 @@ class Reaching:
         """Writes made in `s` (or below it) to variables owned above it: (owner, name, def_id, later)."""
         for c in s.children:
             self._exports(c)
-        out = []
+        out, owned, top = [], s.owned, s.parent is None
         for block in s.blocks:
             for e in block:
                 if e[0] == DEF:
+                    if top or e[1] in owned:
+                        continue
                     o = self.owner(s, e[1])
                     if o is not s:
                         out.append((o, e[1], e[2], s.deferred))
@@ -93,9 +95,28 @@ class Reaching:
 
     # ---- per-scope solution -------------------------------------------------------------------
     def _solve_all(self, s: Scope) -> None:
-        self._solve(s)
-        for c in s.children:
-            self._solve_all(c)
+        if s.children or len(s.blocks) > 1:
+            self._solve(s)
+            for c in s.children:
+                self._solve_all(c)
+        else:
+            self._solve_line(s)
+
+    def _solve_line(self, s: Scope) -> None:
+        """A scope of one block with no nested scope (most of them): one pass, no bit sets."""
+        cur: dict[str, list[int]] = {}  # name -> its reaching definitions (-1: the value from outside)
+        pairs = self.pairs
+        for e in s.blocks[0]:
+            if e[0] == USE:
+                for d in cur.get(e[1], (-1,)):
+                    if d >= 0:
+                        pairs.append((d, e[2]))
+                    else:
+                        pairs.extend((x, e[2]) for x in self.external(s, e[1]))
+            elif e[3] == MUST:
+                cur[e[1]] = [e[2]]
+            else:
+                cur[e[1]] = [*cur.get(e[1], (-1,)), e[2]]
 
     def _solve(self, s: Scope) -> None:  # noqa: C901 - compile / fixpoint / replay share their state
         bit_def: list[int] = []  # bit -> def id, -1 for a name's ENTRY bit
