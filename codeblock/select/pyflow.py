@@ -327,12 +327,14 @@ class FlowBuilder(CompoundStatements):
                 stack.extend(reversed(p.named_children))
         return names
 
-    def function(self, n) -> None:
-        params = n.child_by_field_name("parameters")
-        names = self.params(params, True)
-        self.expr(n.child_by_field_name("return_type"))
-        self.expr(n.child_by_field_name("type_parameters"))
-        saved = self.open_scope("function", n)
+    def definition(self, n) -> None:
+        """def / class: the header is read in the enclosing scope, the body is a scope of its own,
+        then the name is bound."""
+        kind = "function" if n.type == "function_definition" else "class"
+        names = self.params(n.child_by_field_name("parameters"), True) if kind == "function" else []
+        for field in ("superclasses", "return_type", "type_parameters"):
+            self.expr(n.child_by_field_name(field))
+        saved = self.open_scope(kind, n)
         for p in names:
             self.define(p)
         self.body(n.child_by_field_name("body"))
@@ -348,16 +350,6 @@ class FlowBuilder(CompoundStatements):
             self.define(p)
         self.expr(n.child_by_field_name("body"))
         self.close_scope(saved)
-
-    def class_(self, n) -> None:
-        self.expr(n.child_by_field_name("superclasses"))
-        self.expr(n.child_by_field_name("type_parameters"))
-        saved = self.open_scope("class", n)
-        self.body(n.child_by_field_name("body"))
-        self.close_scope(saved)
-        name = n.child_by_field_name("name")
-        if name is not None:
-            self.define(name)
 
     def decorated(self, n) -> None:
         for ch in n.named_children:
@@ -402,6 +394,6 @@ class FlowBuilder(CompoundStatements):
 _COMPOUND = {
     "if_statement": FlowBuilder.if_, "for_statement": FlowBuilder.for_, "while_statement": FlowBuilder.while_,
     "with_statement": FlowBuilder.with_, "try_statement": FlowBuilder.try_, "match_statement": FlowBuilder.match_,
-    "function_definition": FlowBuilder.function, "class_definition": FlowBuilder.class_,
+    "function_definition": FlowBuilder.definition, "class_definition": FlowBuilder.definition,
     "decorated_definition": FlowBuilder.decorated,
 }
