@@ -356,8 +356,10 @@ class FlowBuilder(CompoundStatements):
             if ch.type == "decorator":
                 self.body_exprs(ch)
         d = n.child_by_field_name("definition")
-        if d is not None:
-            _COMPOUND[d.type](self, d)
+        if d is not None and d.type in ("function_definition", "class_definition"):
+            self.definition(d)
+        elif d is not None:  # error recovery can leave something else here
+            self.simple(d)
 
     def comprehension(self, n) -> None:
         kids = [c for c in n.named_children if c.type != "comment"]
