@@ -19,6 +19,7 @@ from codeblock.select import dataflow as df
 from codeblock.select.languages import parser_for
 from codeblock.select.pyflow import FlowBuilder
 from codeblock.select.reaching import Reaching
+from codeblock.select.segment import segment_response
 
 
 def test_comprehension_and_lambda_scopes():
@@ -143,6 +144,17 @@ def test_deep_nesting_is_skipped_and_counted(depth):
         assert stats == {df.SKIP_STAT: 1}
     # the guard is a parameter: the same block at a smaller limit is skipped
     assert df.analyse_block(root, spans, "python", max_depth=10).skipped == "too_deep"
+
+
+@pytest.mark.parametrize("depth", [50, 340])
+def test_deep_block_keeps_its_items_through_segmentation(depth):
+    # items: `x = 1`, the whole if-nest (not split at this item limit), `print(x)`
+    code, _ = _nested_ifs(depth)
+    seg = segment_response(code, [(i, i + 1) for i in range(len(code))], max_item_tokens=10**6)
+    assert len(seg.items) == 3
+    # analysed: 0 -> 2 (x), Reach(0) = 1/2; too deep: zeros
+    assert seg.reach == ([0.5, 0.0, 0.0] if depth <= df.MAX_DEPTH else [0.0, 0.0, 0.0])
+    assert seg.bridge == [0.0, 0.0, 0.0]
 
 
 def test_long_flat_expressions_are_not_deep():
