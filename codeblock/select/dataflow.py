@@ -85,32 +85,13 @@ def item_edges(pairs, spans: list[tuple[int, int]]) -> set[tuple[int, int]]:
     return _site_edges(((b.site, u.site) for b, u in pairs), spans)
 
 
-def reach(n: int, adj: list[list[int]]) -> list[float]:
-    """|items transitively reachable from i| / (n - 1)."""
-    if n <= 1:
-        return [0.0] * n
-    out = []
-    for s in range(n):
-        if not adj[s]:
-            out.append(0.0)
-            continue
-        seen = {s}
-        q = deque([s])
-        while q:
-            v = q.popleft()
-            for w in adj[v]:
-                if w not in seen:
-                    seen.add(w)
-                    q.append(w)
-        out.append((len(seen) - 1) / (n - 1))
-    return out
-
-
-def betweenness(n: int, adj: list[list[int]], normalized: bool = True) -> list[float]:
-    """Brandes (2001) betweenness for a directed, unweighted graph; normalised by (n-1)(n-2)."""
+def _paths(n: int, adj: list[list[int]]) -> tuple[list[int], list[float]]:
+    """One breadth-first search per source gives both: how many items each item reaches, and the
+    raw Brandes (2001) betweenness of each item (directed, unweighted)."""
+    reached = [len(set(a)) for a in adj]
     cb = [0.0] * n
     if not any(adj[v] for v in {w for out in adj for w in out}):
-        return cb  # no node has both an in- and an out-edge: no path passes through anything
+        return reached, cb  # no node has both an in- and an out-edge: every path is one edge
     for s in range(n):
         if not adj[s]:
             continue  # a source with no out-edge starts no path
@@ -124,26 +105,42 @@ def betweenness(n: int, adj: list[list[int]], normalized: bool = True) -> list[f
         while q:
             v = q.popleft()
             stack.append(v)
+            dv = dist[v] + 1
             for w in adj[v]:
                 if dist[w] < 0:
-                    dist[w] = dist[v] + 1
+                    dist[w] = dv
                     q.append(w)
-                if dist[w] == dist[v] + 1:
+                if dist[w] == dv:
                     sigma[w] += sigma[v]
                     preds[w].append(v)
+        reached[s] = len(stack) - 1
         delta = [0.0] * n
         while stack:
             w = stack.pop()
+            coeff = (1.0 + delta[w]) / sigma[w]
             for v in preds[w]:
-                delta[v] += sigma[v] / sigma[w] * (1.0 + delta[w])
+                delta[v] += sigma[v] * coeff
             if w != s:
                 cb[w] += delta[w]
-    if normalized and n > 2:
-        scale = 1.0 / ((n - 1) * (n - 2))
-        cb = [c * scale for c in cb]
-    elif normalized:
-        cb = [0.0] * n
-    return cb
+    return reached, cb
+
+
+def _normalise(n: int, reached: list[int], cb: list[float]) -> tuple[list[float], list[float]]:
+    r = [x / (n - 1) for x in reached] if n > 1 else [0.0] * n
+    b = [c / ((n - 1) * (n - 2)) for c in cb] if n > 2 else [0.0] * n
+    return r, b
+
+
+def reach(n: int, adj: list[list[int]]) -> list[float]:
+    """|items transitively reachable from i| / (n - 1)."""
+    return _normalise(n, *_paths(n, adj))[0]
+
+
+def betweenness(n: int, adj: list[list[int]], normalized: bool = True) -> list[float]:
+    """Brandes (2001) betweenness for a directed, unweighted graph; normalised by (n-1)(n-2)."""
+    if not normalized:
+        return _paths(n, adj)[1]
+    return _normalise(n, *_paths(n, adj))[1]
 
 
 def adjacency(n: int, edges) -> list[list[int]]:
@@ -173,7 +170,7 @@ def analyse_block(root, spans: list[tuple[int, int]], language: str = "python",
         zeros.skipped = "too_deep"
         return zeros
     adj = adjacency(n, _site_edges(sites, spans))
-    return BlockFlow(reach(n, adj), betweenness(n, adj))
+    return BlockFlow(*_normalise(n, *_paths(n, adj)))
 
 
 def reach_bridge(root, spans: list[tuple[int, int]], language: str = "python", stats: dict | None = None,
