@@ -53,6 +53,7 @@ class FlowBuilder(CompoundStatements):
 
     # ---- graph primitives ---------------------------------------------------------------------
     def build(self, root) -> Scope:
+        self.src, self.base = root.text, root.start_byte  # to tell f-strings from plain strings cheaply
         self.body(root)
         return self.scope
 
@@ -172,6 +173,11 @@ class FlowBuilder(CompoundStatements):
                 extend(reversed(n.named_children))
             elif t in LEAVES:
                 continue
+            elif t == "string":  # only an f-string has names inside
+                k = n.start_byte - self.base
+                c = self.src[k:k + 2]
+                if c[:1] in b"fF" or (c[:1] in b"rRbBuU" and c[1:] in b"fF"):
+                    extend(reversed(n.named_children))
             elif t == "attribute" or t == "keyword_argument":
                 k = n.child_by_field_name("object" if t == "attribute" else "value")
                 if k is not None:

@@ -69,7 +69,7 @@ LEAVES = frozenset({"comment", "integer", "float", "true", "false", "none", "ell
                     "positional_separator", "wildcard_import", "line_continuation"})
 # expression nodes the walk does not just descend into
 EXPR_SPECIAL = LEAVES | COMPREHENSIONS | {"attribute", "keyword_argument", "named_expression", "lambda",
-                                          "conditional_expression", "boolean_operator"}
+                                          "conditional_expression", "boolean_operator", "string"}
 MAY_ON, MAY_OFF, DEF_NEXT = 1, 2, 3  # markers on the expression walk's stack (see FlowBuilder.expr)
 DEFAULT_PARAMS = frozenset({"default_parameter", "typed_default_parameter", "typed_parameter"})
 
