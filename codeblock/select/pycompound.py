@@ -3,9 +3,11 @@
 if/elif/else; for and while with their `else` clauses (the body may run zero times, the body feeds
 the loop head again, `else` runs when the loop ends without `break`; `while True:` leaves only by
 `break`); with; try/except/else/finally (an exception may leave the try body after any of its
-statements, so each handler sees every state of the body; return/break/continue/raise inside run
-the finally clause, which then goes on to where they were going); match/case (value patterns are
-read while testing, captures bind only when the case matches, a guard may fail).
+statements, so each handler sees every state of the body; the finally clause is built twice: once
+after the normal paths, once for return/break/continue/raise passing through it, which then go on
+to where they were going); match/case (value patterns are
+read while testing, captures bind only when the case matches, a guard may fail); comprehensions
+(a scope of their own holding nested loops: `if` clauses skip to the next item).
 """
 
 from __future__ import annotations
@@ -226,3 +228,34 @@ class CompoundStatements:
                 stack.extend(reversed(n.named_children))
 
     # ---- scopes -------------------------------------------------------------------------------
+
+    def comprehension(self, n) -> None:
+        kids = [c for c in n.named_children if c.type != "comment"]
+        clauses = [c for c in kids if c.type in ("for_in_clause", "if_clause")]
+        element = [c for c in kids if c.type not in ("for_in_clause", "if_clause")]
+        if not clauses or clauses[0].type != "for_in_clause":
+            self.body_exprs(n)
+            return
+        for r in clauses[0].children_by_field_name("right"):  # evaluated in the enclosing scope
+            self.expr(r)
+        saved = self.open_scope("comprehension", n)
+        heads: list[int] = []
+        for c in clauses:
+            if c.type == "for_in_clause":
+                if heads:
+                    for r in c.children_by_field_name("right"):
+                        self.expr(r)
+                head = self.follow()
+                if heads:
+                    self.edge(head, heads[-1])  # inner loop exhausted: next outer item
+                heads.append(head)
+                self.follow()
+                self.target(c.child_by_field_name("left"))
+            else:
+                self.body_exprs(c)
+                self.edge(self.cur, heads[-1])  # filtered out: next item
+                self.follow()
+        for e in element:
+            self.expr(e)
+        self.edge(self.cur, heads[-1])
+        self.close_scope(saved)

@@ -2,9 +2,9 @@
 
 `FlowBuilder.build(root)` walks a tree-sitter Python tree once and returns the module `Scope`
 (codeblock/select/pyscope.py); every nested scope (function, lambda, class body, comprehension)
-gets its own graph, created at a CHILD event of its parent. Compound statements are in
-codeblock/select/pycompound.py; this module has the blocks, events, expressions, simple statements
-and scopes. Definitions and uses are numbered in `defs` / `uses` as (name, byte offset).
+gets its own graph, created at a CHILD event of its parent. Compound statements and
+comprehension loops are in codeblock/select/pycompound.py; this module has the blocks, events,
+expressions, simple statements and scopes. Definitions and uses are numbered in `defs` / `uses` as (name, byte offset).
 
 Nesting is bounded: past `max_depth` nested compound statements / scopes `TooDeep` is raised
 (dataflow.py then skips the block), so the builder never reaches Python's recursion limit.
@@ -366,37 +366,6 @@ class FlowBuilder(CompoundStatements):
             self.definition(d)
         elif d is not None:  # error recovery can leave something else here
             self.simple(d)
-
-    def comprehension(self, n) -> None:
-        kids = [c for c in n.named_children if c.type != "comment"]
-        clauses = [c for c in kids if c.type in ("for_in_clause", "if_clause")]
-        element = [c for c in kids if c.type not in ("for_in_clause", "if_clause")]
-        if not clauses or clauses[0].type != "for_in_clause":
-            self.body_exprs(n)
-            return
-        for r in clauses[0].children_by_field_name("right"):  # evaluated in the enclosing scope
-            self.expr(r)
-        saved = self.open_scope("comprehension", n)
-        heads: list[int] = []
-        for c in clauses:
-            if c.type == "for_in_clause":
-                if heads:
-                    for r in c.children_by_field_name("right"):
-                        self.expr(r)
-                head = self.follow()
-                if heads:
-                    self.edge(head, heads[-1])  # inner loop exhausted: next outer item
-                heads.append(head)
-                self.follow()
-                self.target(c.child_by_field_name("left"))
-            else:
-                self.body_exprs(c)
-                self.edge(self.cur, heads[-1])  # filtered out: next item
-                self.follow()
-        for e in element:
-            self.expr(e)
-        self.edge(self.cur, heads[-1])
-        self.close_scope(saved)
 
 
 _COMPOUND = {
