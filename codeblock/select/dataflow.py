@@ -25,7 +25,6 @@ exec/eval, `del`, names flowing between different code blocks of one response.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections import deque
 from dataclasses import dataclass
 
 from codeblock.select.pyflow import FlowBuilder
@@ -72,10 +71,14 @@ def _item_of(spans: list[tuple[int, int]]):
 
 def _site_edges(sites, spans: list[tuple[int, int]]) -> set[tuple[int, int]]:
     item_of = _item_of(spans)
+    memo: dict[int, int | None] = {}
     edges = set()
     for d, u in set(sites):
-        i, j = item_of(d), item_of(u)
-        if i is not None and j is not None and i != j:
+        i = memo[d] if d in memo else memo.setdefault(d, item_of(d))
+        if i is None:
+            continue
+        j = memo[u] if u in memo else memo.setdefault(u, item_of(u))
+        if j is not None and i != j:
             edges.add((i, j))
     return edges
 
@@ -95,30 +98,25 @@ def _paths(n: int, adj: list[list[int]]) -> tuple[list[int], list[float]]:
     for s in range(n):
         if not adj[s]:
             continue  # a source with no out-edge starts no path
-        stack: list[int] = []
-        preds: list[list[int]] = [[] for _ in range(n)]
-        sigma = [0] * n
-        sigma[s] = 1
-        dist = [-1] * n
-        dist[s] = 0
-        q = deque([s])
-        while q:
-            v = q.popleft()
-            stack.append(v)
-            dv = dist[v] + 1
+        dist, sigma, preds, order = {s: 0}, {s: 1}, {}, [s]  # dicts: a search reaches few of the n items
+        k = 0
+        while k < len(order):
+            v = order[k]
+            k += 1
+            dv, sv = dist[v] + 1, sigma[v]
             for w in adj[v]:
-                if dist[w] < 0:
-                    dist[w] = dv
-                    q.append(w)
-                if dist[w] == dv:
-                    sigma[w] += sigma[v]
+                dw = dist.get(w)
+                if dw is None:
+                    dist[w], sigma[w], preds[w] = dv, sv, [v]
+                    order.append(w)
+                elif dw == dv:
+                    sigma[w] += sv
                     preds[w].append(v)
-        reached[s] = len(stack) - 1
-        delta = [0.0] * n
-        while stack:
-            w = stack.pop()
+        reached[s] = len(order) - 1
+        delta = dict.fromkeys(order, 0.0)
+        for w in reversed(order):
             coeff = (1.0 + delta[w]) / sigma[w]
-            for v in preds[w]:
+            for v in preds.get(w, ()):
                 delta[v] += sigma[v] * coeff
             if w != s:
                 cb[w] += delta[w]
