@@ -10,26 +10,10 @@ import random
 from collections import deque
 
 import pytest
+from dataflow_cases import graph, pairs
 
-from codeblock.select.dataflow import adjacency, betweenness, def_use_pairs, item_edges, reach
+from codeblock.select.dataflow import adjacency, betweenness, reach
 from codeblock.select.segment import segment_response
-
-
-def pairs(code: str) -> set[tuple[str, int, int]]:
-    ps, _ = def_use_pairs(code)
-    line = lambda b: code.encode()[:b].count(b"\n") + 1  # noqa: E731
-    return {(u.name, line(u.site), line(b.site)) for b, u in ps}
-
-
-def items_graph(code: str, max_item_tokens: int = 10_000):
-    """Items (one 'token' per char) and the lifted edge set of a code string."""
-    seg = segment_response(code, [(i, i + 1) for i in range(len(code))], max_item_tokens=max_item_tokens,
-                           default_language="python")
-    data = code.encode()
-    spans = [(len(code[:x.char_start].encode()), len(code[:x.char_end].encode())) for x in seg.items]
-    ps, _ = def_use_pairs(code)
-    assert data  # parsed as one unfenced block
-    return seg, item_edges(ps, spans)
 
 
 def test_assignments_tuple_starred_augmented():
@@ -88,24 +72,24 @@ def test_def_lambda_params_global_nonlocal_class():
         "counter = 0\n"                         # 2
         "def bump(step=limit, *extra, **kw):\n" # 3: limit<-1 (default, outer scope); step, extra, kw
         "    global counter\n"                  # 4
-        "    counter += step + len(extra)\n"    # 5: counter<-2 (module), step<-3, extra<-3; def counter (module)
+        "    counter += step + len(extra)\n"    # 5: counter<-2 (module), <-5 (an earlier call); step<-3, extra<-3
         "    def inner():\n"                    # 6
         "        nonlocal step\n"               # 7
         "        step = helper(kw)\n"           # 8: helper<-14 (defined later, call time), kw<-3; def step in bump
-        "    return step\n"                     # 9: step<-8 (nonlocal binding, line 8 before 9)
+        "    return step\n"                     # 9: step<-3 (inner may not run), <-8 (inner's nonlocal write)
         "f = lambda a, b=limit: a * b\n"        # 10: limit<-1; a<-10, b<-10
         "class K(Base):\n"                      # 11: Base unbound -> no pair
         "    size = limit\n"                    # 12: limit<-1
         "    def get(self): return size\n"      # 13: self<-13; size: class scope skipped -> unbound
         "def helper(z): return z\n"             # 14: z<-14
-        "print(counter, f, K)\n"                # 15: counter<-5 (global bump), f<-10, K<-11
+        "print(counter, f, K)\n"                # 15: counter<-2 (bump maybe never called), <-5; f<-10, K<-11
     )
     assert pairs(code) == {
-        ("limit", 3, 1), ("counter", 5, 2), ("step", 5, 3), ("extra", 5, 3),
-        ("helper", 8, 14), ("kw", 8, 3), ("step", 9, 8),
+        ("limit", 3, 1), ("counter", 5, 2), ("counter", 5, 5), ("step", 5, 3), ("extra", 5, 3),
+        ("helper", 8, 14), ("kw", 8, 3), ("step", 9, 3), ("step", 9, 8),
         ("limit", 10, 1), ("a", 10, 10), ("b", 10, 10),
         ("limit", 12, 1), ("z", 14, 14),
-        ("counter", 15, 5), ("f", 15, 10), ("K", 15, 11),
+        ("counter", 15, 2), ("counter", 15, 5), ("f", 15, 10), ("K", 15, 11),
     }
 
 
@@ -122,14 +106,14 @@ def test_attributes_keywords_and_fstrings():
 def test_straight_line_item_graph_reach_bridge():
     # items 0..3;  edges worked by hand: a:0->1, 0->2; b:1->2; c:2->3
     code = "a = 1\nb = a + 1\nc = a * b\nprint(c)\n"
-    seg, edges = items_graph(code)
-    assert len(seg.items) == 4
+    texts, edges, rch, brg = graph(code)
+    assert len(texts) == 4
     assert edges == {(0, 1), (0, 2), (1, 2), (2, 3)}
     # Reach: 0 reaches {1,2,3} -> 3/3; 1 reaches {2,3} -> 2/3; 2 reaches {3} -> 1/3; 3 -> 0
-    assert seg.reach == pytest.approx([1.0, 2 / 3, 1 / 3, 0.0])
+    assert rch == pytest.approx([1.0, 2 / 3, 1 / 3, 0.0])
     # Bridge: shortest paths through an intermediate: 0->3 via 2 (0->2->3), 1->3 via 2: CB(2)=2,
     # normalised by (n-1)(n-2) = 6 -> 1/3
-    assert seg.bridge == pytest.approx([0.0, 0.0, 1 / 3, 0.0])
+    assert brg == pytest.approx([0.0, 0.0, 1 / 3, 0.0])
 
 
 def test_split_function_header_feeds_body_items():
@@ -139,13 +123,12 @@ def test_split_function_header_feeds_body_items():
         "    return s\n"          # item 2: uses s <- 1
         "print(area(2, 3))\n"     # item 3: uses area <- 0
     )
-    seg, edges = items_graph(code, max_item_tokens=20)
-    assert [code[x.char_start:x.char_end] for x in seg.items] == ["def area(w, h):", "s = w * h", "return s",
-                                                                  "print(area(2, 3))"]
+    texts, edges, rch, brg = graph(code, max_item_tokens=20)
+    assert texts == ["def area(w, h):", "s = w * h", "return s", "print(area(2, 3))"]
     assert edges == {(0, 1), (1, 2), (0, 3)}
-    assert seg.reach == pytest.approx([1.0, 1 / 3, 0.0, 0.0])
+    assert rch == pytest.approx([1.0, 1 / 3, 0.0, 0.0])
     # only 0->2 goes through an intermediate (item 1): CB(1) = 1 / (3*2)
-    assert seg.bridge == pytest.approx([0.0, 1 / 6, 0.0, 0.0])
+    assert brg == pytest.approx([0.0, 1 / 6, 0.0, 0.0])
 
 
 def test_loop_item_and_diamond_betweenness():
