@@ -12,15 +12,11 @@ import pytest
 
 from codeblock.core.config import load_config
 from codeblock.core.io import read_parquet_metadata
+from codeblock.data.decontam import Decontaminator
 from codeblock.data.schema import ARROW_SCHEMA
+from codeblock.select.dedup import lsh_bands, near_duplicates
 from codeblock.select.embed import embed_texts, knn_longtail
-from codeblock.select.filter import (
-    Decontaminator,
-    heuristic_quality,
-    lsh_bands,
-    near_duplicates,
-    run_filter,
-)
+from codeblock.select.filter import heuristic_quality, run_filter
 from codeblock.stages import stage_hash
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -310,7 +306,7 @@ def test_registry_decontamination_and_unavailable_benchmark(tmp_path):
     import gzip
     import json
 
-    from codeblock.select.filter import build_decontaminator
+    from codeblock.data.decontam import build_decontaminator
 
     first = json.loads(gzip.open(ROOT / "data" / "raw" / "humaneval" / "HumanEval.jsonl.gz", "rt").readline())
     rows = fixture_rows()[:4] + [row("he0", first["prompt"], "```python\n" + first["canonical_solution"] + "\n```\n" * 2)]
