@@ -186,6 +186,19 @@ def test_heuristic_rater():
     assert heuristic_quality("import os\nprint(os.getcwd())\n", 10, 100)[0] == pytest.approx(1.0)
 
 
+def test_heuristic_finds_code_in_crlf_unclosed_longer_fence_and_skips_shell():
+    good = "def add(a, b):\n    return a + b\n"
+    crlf = "Here:\r\n```python\r\n" + good.replace("\n", "\r\n") + "```\r\nDone."
+    unclosed = "Here:\n```python\n" + good
+    longer = "Here:\n```python\n" + good + "`````\nDone."
+    for text in (crlf, unclosed, longer):
+        assert heuristic_quality(text, 10, 1000)[0] == pytest.approx(1.0), repr(text)
+    # an untagged shell block is not code, so it neither counts as code nor as unparsable Python
+    shell = "Install:\n```\npip install numpy\n```\n"
+    assert heuristic_quality(shell, 10, 1000) == (0.0, "no code")
+    assert heuristic_quality(shell + "```python\n" + good + "```\n", 10, 1000)[0] == pytest.approx(1.0)
+
+
 def test_near_duplicates_exact_jaccard_and_priority():
     rng = np.random.default_rng(0)
     vocab = [f"w{i}" for i in range(500)]

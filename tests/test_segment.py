@@ -358,3 +358,27 @@ def test_fence_indented_in_a_list_item_is_dedented_for_parsing():
     assert seg.n_error_regions == 0 and seg.reach == [1.0, 0.0, 0.0]
     prose = "".join(text[r.start:r.end] for r in seg.regions if r.kind == "prose")
     assert "Steps" in prose and "Done" in prose and "def" not in prose and "```" not in prose
+
+
+def test_untagged_fences_are_itemised_only_when_they_hold_code():
+    text = ("Install it:\n```\npip install numpy\n```\nThen:\n```\nimport numpy as np\nprint(np.ones(2))\n```\n"
+            "Output:\n```\n6\n```\nand a trace:\n```\nTraceback (most recent call last):\n  File \"a.py\", line 1\n```\n"
+            "```python\n6\n```\n")
+    seg = segment_response(text, char_offsets(text))
+    assert seg.block_kind == ["shell", "code", "data", "traceback", "tagged"]
+    assert seg.block_lang == ["", "python", "", "", "python"]
+    # no item from the shell command or the printed output; the tagged block is parsed as tagged
+    assert item_texts(text, seg) == ["import numpy as np", "print(np.ones(2))", "6"]
+    # skipped blocks are not prose either: no prose token inside them
+    for b, kind in zip(seg.blocks, seg.block_kind):
+        if kind != "code" and kind != "tagged":
+            assert not [k for k in seg.prose_tokens if b.start <= k < b.end]
+
+
+def test_fence_counts_reports_untagged_code_and_not_code():
+    from codeblock.select.segment import fence_counts
+
+    rows = [{"block_kind": ["tagged", "code", "shell"]}, {"block_kind": ["unfenced"]}, {"block_kind": ["data", "code"]}]
+    c = fence_counts(rows)
+    assert (c["blocks_tagged"], c["blocks_unfenced"], c["untagged_fences"]) == (1, 1, 4)
+    assert (c["untagged_code"], c["untagged_not_code"], c["untagged_shell"], c["untagged_data"]) == (2, 2, 1, 1)

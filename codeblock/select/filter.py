@@ -31,8 +31,9 @@ Heuristic rater (rows without judge scores), a score in [0, 1]:
     0                                   if len(response) is outside [min_response_chars, max_response_chars]
     0                                   if the response contains no code
     0.4 + 0.6 * parse_fraction          otherwise
-where code is a fenced block, or an unfenced response that parses as Python and holds more than
-bare names/constants; parse_fraction is the share of Python blocks (tag python/py/none) that
+where code is a fenced block (codeblock/core/markdown.py; an untagged one only when
+codeblock/select/fencelang.py rates it code, not shell, output or data), or an unfenced response
+that parses as Python and is more than data; parse_fraction is the share of Python blocks (tag python/py/none) that
 `ast.parse` accepts (1.0 when every block is in another language: not checked). Parsing never
 executes anything. With the default gate 0.5, a response whose Python does not parse at all is
 dropped; one with one good block out of two passes (0.7).
@@ -42,7 +43,6 @@ from __future__ import annotations
 
 import ast
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +50,16 @@ import numpy as np
 from tqdm import tqdm
 
 from codeblock.core.io import BadRowError, read_parquet_metadata, sha256_file, write_parquet
+from codeblock.core.markdown import fenced_blocks
 from codeblock.data.decontam import ProblemTexts, build_decontaminator
 from codeblock.select.dedup import exact_key, near_duplicates
+from codeblock.select.fencelang import classify_untagged
+from codeblock.select.languages import get_spec
 from codeblock.stages import StageContext, StageResult, stage_hash
 
 log = logging.getLogger(__name__)
 
 PY_TAGS = {"", "python", "py", "python3", "py3", "ipython", "pycon"}
-FENCE_RE = re.compile(r"^[ \t]*(`{3,}|~{3,})[ \t]*([^\s`]*)[^\n]*\n(.*?)^[ \t]*\1[ \t]*$", re.M | re.S)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -65,14 +67,16 @@ FENCE_RE = re.compile(r"^[ \t]*(`{3,}|~{3,})[ \t]*([^\s`]*)[^\n]*\n(.*?)^[ \t]*\
 
 
 def code_blocks(response: str) -> list[tuple[str, str]]:
-    """(language tag, code) of each fenced block; an unfenced response that parses as Python
-    and holds more than bare names/constants is one untagged block."""
-    blocks = [(m.group(2).strip().lower(), m.group(3)) for m in FENCE_RE.finditer(response)]
-    if blocks:
+    """(language tag, code) of each fenced block that holds code (codeblock/core/markdown.py; an
+    untagged fence only when codeblock/select/fencelang.py rates it code, so a shell command or
+    printed output is not code); an unfenced response that parses as Python and is more than
+    data is one untagged block."""
+    fences = fenced_blocks(response)
+    spec = get_spec("python")
+    blocks = [(f.lang, f.code) for f in fences if f.lang or classify_untagged(f.code, spec) == "code"]
+    if blocks or fences:
         return blocks
-    if "```" not in response and _parses(response) and _looks_like_code(response):
-        return [("", response)]
-    return []
+    return [("", response)] if classify_untagged(response, spec) == "code" else []
 
 
 def _parses(code: str) -> bool:
@@ -81,14 +85,6 @@ def _parses(code: str) -> bool:
         return True
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return False
-
-
-def _looks_like_code(code: str) -> bool:
-    tree = ast.parse(code)
-    return any(
-        not (isinstance(node, ast.Expr) and isinstance(node.value, (ast.Constant, ast.Name)))
-        for node in tree.body
-    )
 
 
 def heuristic_quality(response: str, min_chars: int, max_chars: int) -> tuple[float, str]:

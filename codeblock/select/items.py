@@ -13,7 +13,7 @@ from itertools import chain
 
 import numpy as np
 
-from codeblock.core.markdown import LINE_RE, Region
+from codeblock.core.markdown import Region, dedent_lines
 from codeblock.select.languages import LanguageSpec
 
 # ---------------------------------------------------------------------------------------------
@@ -244,16 +244,10 @@ def block_source(response: str, r: Region) -> tuple[bytes, int, list[int] | None
     data = code.encode("utf-8")
     if r.indent == 0 and len(data) == len(code):
         return data, r.start, None
-    chars: list[int] = []  # response char index of every char that is parsed
     if r.indent:
-        parts = []
-        for m in LINE_RE.finditer(code):
-            line = m.group(0)
-            k = min(r.indent, len(line) - len(line.lstrip(" ")))
-            parts.append(line[k:])
-            chars.extend(range(r.start + m.start() + k, r.start + m.end()))
-        code = "".join(parts)
+        code, keep = dedent_lines(code, r.indent)
         data = code.encode("utf-8")
+        chars = [r.start + k for k in keep]  # response char index of every char that is parsed
     else:
         chars = list(range(r.start, r.end))
     m_: list[int] = []

@@ -1,10 +1,12 @@
 """Stage 2: split each response into prose and code, and code into tree-sitter coding items.
 
 Pipeline per sample (METHOD.md section 2):
-1. `split_markdown`: markdown code fences (``` or ~~~, CommonMark rules: a fence closes only with
-   the same character, at least as long, and no info string; an unterminated fence runs to the end;
-   a fence tagged markdown/md is split again, so fences nested inside it are found). A response
-   with no fence that parses cleanly as code (and is not a bare word) is one code block.
+1. `split_markdown` (codeblock/core/markdown.py, the project's one fence parser): prose and fenced
+   code blocks. A response with no fence that parses cleanly as code (and is more than data) is
+   one code block. A tagged fence is parsed with the grammar of its tag (none: not itemised); an
+   untagged fence is parsed with `segment.default_language` only when
+   codeblock/select/fencelang.py rates it code - shell, console sessions, tracebacks, printed
+   data and text are neither items nor prose (counted in the stage metrics `untagged_*`).
 2. `itemise_block`: each statement of a code block is an item; a compound statement (def, class,
    if, for, while, with, try, match, and their clauses) longer than `segment.max_item_tokens`
    tokens of the model's tokenizer is split into its header item and its recursed body.
@@ -31,7 +33,8 @@ response_start (0 = first response token):
     response_end      int32          one past the last kept response token
     dropped           bool           on_error=drop_sample and a code block had a syntax error
     n_blocks          int32          code blocks found; n_error_regions int32
-    block_lang        list<str>      language of each code block ('' if no grammar)
+    block_lang        list<str>      language of each code block ('' if no grammar or not code)
+    block_kind        list<str>      'tagged' | 'unfenced' | verdict on an untagged fence (fencelang.KINDS)
     block_char_start / block_char_end  list<int32>  char span of each block's code in the response
     item_block        list<int32>    block index of each item
     item_kind         list<str>      tree-sitter node type (header items: '<type>:header')
@@ -49,27 +52,15 @@ import argparse
 from dataclasses import dataclass
 
 from codeblock.core.markdown import Region, split_markdown
+from codeblock.select.fencelang import KINDS, classify_untagged
 from codeblock.select.items import BlockItemiser, Item, TokenSpans, assign_tokens, block_source
 from codeblock.select.languages import LanguageSpec, get_spec, parser_for
 from codeblock.stages import StageContext, StageResult, stage_hash
 
 
 def looks_like_code(text: str, spec: LanguageSpec) -> bool:
-    """An unfenced response counts as code if it parses without error and is more than bare words."""
-    if not text.strip():
-        return False
-    tree = parser_for(spec.name).parse(text.encode("utf-8"))
-    root = tree.root_node
-    if root.has_error:
-        return False
-    stmts = [c for c in root.named_children if c.type not in spec.comments]
-    if not stmts:
-        return False
-    for s in stmts:
-        kids = s.named_children
-        if not (s.type == spec.docstring_statement and len(kids) == 1 and kids[0].type in ("identifier", spec.docstring_child)):
-            return True
-    return False
+    """An unfenced response counts as code if it parses without error and is more than data."""
+    return classify_untagged(text, spec) == "code"
 
 
 def find_regions(response: str, default_language: str) -> list[Region]:
@@ -87,6 +78,7 @@ class Segmented:
     regions: list[Region]
     blocks: list[Region]
     block_lang: list[str]
+    block_kind: list[str]  # 'tagged', 'unfenced', or classify_untagged's verdict on an untagged fence
     items: list[Item]
     prose_tokens: list[int]
     n_error_regions: int
@@ -108,13 +100,22 @@ def segment_response(response: str, offsets, *, max_item_tokens: int = 64, defau
     bridge: list[float] = []
     errors = 0
     blocks = [r for r in regions if r.kind == "code"]
-    langs = []
+    langs, kinds = [], []
+    unfenced = len(blocks) == 1 and len(regions) == 1 and blocks[0].end - blocks[0].start == len(response)
     for bi, r in enumerate(blocks):
         spec = get_spec(r.lang, default_language)
+        data, base, b2c = block_source(response, r)
+        if unfenced:
+            kinds.append("unfenced")
+        elif r.lang:
+            kinds.append("tagged")
+        else:
+            kinds.append(classify_untagged(data.decode("utf-8"), spec))
+            if kinds[-1] != "code":
+                spec = None  # shell, output, data: neither items nor prose
         langs.append(spec.name if spec else "")
         if spec is None:
             continue
-        data, base, b2c = block_source(response, r)
         tree = parser_for(spec.name).parse(data)
         it = BlockItemiser(spec, data, base, b2c, toks, max_item_tokens, bi)
         it.visit_container(tree.root_node)
@@ -132,7 +133,7 @@ def segment_response(response: str, offsets, *, max_item_tokens: int = 64, defau
         if r.kind == "prose":
             lo, hi = toks.inside(r.start, r.end)
             prose.extend(toks.eligible_prose(lo, hi))
-    return Segmented(regions, blocks, langs, items, prose, errors, reach, bridge)
+    return Segmented(regions, blocks, langs, kinds, items, prose, errors, reach, bridge)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,6 +174,7 @@ def _row(sample_id: str, response: str, enc, cfg) -> dict:
         "n_blocks": len(seg.blocks),
         "n_error_regions": seg.n_error_regions,
         "block_lang": seg.block_lang,
+        "block_kind": seg.block_kind,
         "block_char_start": [b.start for b in seg.blocks],
         "block_char_end": [b.end for b in seg.blocks],
         "item_block": [x.block for x in items],
@@ -199,6 +201,7 @@ def _work(batch):
 SCHEMA_FIELDS = {
     "id": "string", "input_ids": "list<int32>", "response_start": "int32", "response_end": "int32",
     "dropped": "bool", "n_blocks": "int32", "n_error_regions": "int32", "block_lang": "list<string>",
+    "block_kind": "list<string>",
     "block_char_start": "list<int32>", "block_char_end": "list<int32>", "item_block": "list<int32>",
     "item_kind": "list<string>", "item_char_start": "list<int32>", "item_char_end": "list<int32>",
     "item_tokens": "list<list<int32>>", "item_core": "list<list<int32>>", "item_reach": "list<float32>",
@@ -288,6 +291,7 @@ def run_segment(cfg, limit: int = 0) -> dict:
             "response_tokens": resp_tokens,
             "item_token_share": item_tokens / max(1, resp_tokens),
             "prose_tokens_eligible": sum(len(r["prose_tokens"]) for r in out),
+            **fence_counts(out),
         }
         meta = {
             "stage": "segment",
@@ -300,6 +304,20 @@ def run_segment(cfg, limit: int = 0) -> dict:
         write_parquet(cfg.paths.segments, pa.Table.from_pylist(out, schema=arrow_schema()), metadata=meta)
         tr.log_metrics(metrics)
     return {"outputs": [cfg.paths.segments], "metrics": metrics}
+
+
+def fence_counts(rows: list[dict]) -> dict[str, int]:
+    """Code blocks by kind: tagged fences, unfenced code responses, and the verdicts on untagged fences."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        for k in r["block_kind"]:
+            counts[k] = counts.get(k, 0) + 1
+    untagged = {k: counts.get(k, 0) for k in KINDS}
+    out = {"blocks_tagged": counts.get("tagged", 0), "blocks_unfenced": counts.get("unfenced", 0),
+           "untagged_fences": sum(untagged.values()), "untagged_code": untagged["code"],
+           "untagged_not_code": sum(untagged.values()) - untagged["code"]}
+    out.update({f"untagged_{k}": v for k, v in untagged.items() if k != "code"})
+    return out
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
