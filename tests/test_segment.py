@@ -274,6 +274,25 @@ def test_truncated_items_are_dropped(tokenizer):
     assert item_texts(text, seg2) == ["a = 1"]
 
 
+def test_truncation_keeps_the_complete_parts_of_a_cut_compound():
+    # small enough to be one item if it were whole (one token per char here); the cut falls inside the
+    # third statement of the loop body: header and the two finished statements stay items
+    text = ("```python\nimport os\nfor name in os.listdir('.'):\n    size = os.path.getsize(name)\n"
+            "    total = size * 2\n    print(name, total)\nprint('done')\n```")
+    off = char_offsets(text)
+    cut = text.index("print(name") + len("print(na")
+    seg = segment_response(text, off[:cut], max_item_tokens=500)
+    assert item_texts(text, seg) == ["import os", "for name in os.listdir('.'):", "size = os.path.getsize(name)",
+                                     "total = size * 2"]
+    assert [x.kind for x in seg.items][1] == "for_statement:header"
+    # a cut inside the header: the whole compound is gone, the earlier statement stays
+    seg = segment_response(text, off[:text.index("listdir")], max_item_tokens=500)
+    assert item_texts(text, seg) == ["import os"]
+    # no cut: the loop is one item
+    whole = segment_response(text, off, max_item_tokens=500)
+    assert "for name in os.listdir('.'):" not in item_texts(text, whole) and len(whole.items) == 3
+
+
 # ---------------------------------------------------------------------------------------------
 # the stage
 

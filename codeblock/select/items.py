@@ -149,9 +149,12 @@ class BlockItemiser:
         if node.type in self.spec.wrappers:
             target = node.child_by_field_name("definition") or node
         splittable = self._has_body(target)
+        if self.c(node.start_byte) >= self.limit:
+            return  # wholly past the max_length cut
+        cut = self.c(node.end_byte) > self.limit  # a compound cut by max_length: keep its complete parts
         if not node.has_error:
             lo, hi = self.toks.inside(self.c(node.start_byte), self.c(node.end_byte))
-            if hi - lo <= self.max_tokens or not splittable:
+            if (hi - lo <= self.max_tokens and not cut) or not splittable:
                 self.emit(node.type, node.start_byte, node.end_byte, [node])
                 return
         elif not splittable:

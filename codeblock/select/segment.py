@@ -10,7 +10,10 @@ Pipeline per sample (METHOD.md section 2):
 2. `itemise_block`: each statement of a code block is an item; a compound statement (def, class,
    if, for, while, with, try, match, and their clauses) longer than `segment.max_item_tokens`
    tokens of the model's tokenizer is split into its header item and its recursed body.
-   Decorators stay with their definition. Comments and blank lines belong to no item. A statement
+   Decorators stay with their definition. Comments and blank lines belong to no item.
+   Truncation (`score.max_length` cuts the response): a compound statement the cut goes through
+   is split the same way, so its complete header and complete inner statements stay items; only
+   the statements the cut goes through (and everything after it) are dropped. A statement
    with a syntax error is split if it has a body, so that valid parts survive; the erroneous
    region itself is never an item (`segment.on_error: drop_sample` drops the whole sample).
 3. Char/token mapping: tree-sitter gives UTF-8 byte offsets; they are mapped to character offsets
