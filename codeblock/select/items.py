@@ -19,18 +19,6 @@ from codeblock.select.languages import LanguageSpec
 # ---------------------------------------------------------------------------------------------
 # Token spans
 
-_STOP_WORDS = frozenset(
-    """a about above after again against all am an and any are as at be because been before being below
-    between both but by can could did do does doing down during each few for from further had has have having
-    he her here hers herself him himself his how i if in into is it its itself just let me more most my myself
-    no nor not now of off on once only or other our ours ourselves out over own same she should so some such
-    than that the their theirs them themselves then there these they this those through to too under until up
-    very was we were what when where which while who whom why will with would you your yours yourself
-    yourselves s t ll ve re d m also may might must shall us""".split()
-)
-_MD_CHARS = "#*_>`~-=|[](){}!:;,.?\"'/\\+<>^$%&@ \t\r\n"
-
-
 _IS_SPACE = np.array([chr(c).isspace() for c in range(0x3002)], dtype=bool)  # last entry: any higher code point
 
 
@@ -79,14 +67,6 @@ class TokenSpans:
         hi = bisect_right(self.ends, ce, lo)
         return lo, max(lo, hi)
 
-    def eligible_prose(self, lo: int, hi: int) -> list[int]:
-        out = []
-        for k in range(lo, hi):
-            word = self.text[self.starts[k]:self.ends[k]].strip(_MD_CHARS).lower()
-            if word and any(ch.isalnum() for ch in word) and word not in _STOP_WORDS:
-                out.append(k)
-        return out
-
 
 # ---------------------------------------------------------------------------------------------
 # Items
@@ -103,6 +83,7 @@ class Item:
     tokens: list[int] = field(default_factory=list)
     core: list[int] = field(default_factory=list)
     tok_range: tuple[int, int] = (0, 0)  # tokens wholly inside [char_start, char_end)
+    line_starts: list[int] = field(default_factory=list)  # positions in `tokens` where a source line starts
 
 
 class BlockItemiser:

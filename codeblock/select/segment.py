@@ -24,8 +24,8 @@ Pipeline per sample (METHOD.md section 2):
 4. Core logic tokens of an item: tokens overlapping a leaf that carries program meaning
    (identifiers, keywords, operators, literals; strings are one literal) - not punctuation,
    brackets, commas, colons, whitespace, comments or docstrings.
-5. Prose tokens eligible for the NL share: tokens wholly inside prose that contain a letter or
-   digit once markdown syntax is stripped, and are not English stop-words.
+5. Prose words eligible for the NL share (codeblock/select/prose.py): whole words of prose (all
+   their tokens, or none), never markup, numbers, URLs or stop-words, each with its sentence key.
 6. Reach and Bridge of each item from codeblock/dataflow.py (zeros if `dataflow.enabled` is off).
 
 Output `cfg.paths.segments` (parquet), one row per sample, token indices RELATIVE to
@@ -44,8 +44,12 @@ response_start (0 = first response token):
     item_char_start / item_char_end list<int32>  char span in the response
     item_tokens       list<list<int32>>  token indices of the item
     item_core         list<list<int32>>  its core-logic token indices (subset of item_tokens)
+    item_lines        list<list<int32>>  positions in item_tokens where a source line starts
     item_reach / item_bridge  list<float32>
-    prose_tokens      list<int32>    eligible prose token indices
+    prose_tokens      list<int32>    eligible prose token indices (the tokens of prose_words)
+    prose_words       list<list<int32>>  token indices of each eligible prose word
+    prose_word_text   list<str>      the word, lower case
+    prose_word_sentence list<int64>  key of its sentence (prose.sentence_key)
 Schema metadata (key `codeblock`): config hash of segment/dataflow/score.max_length/model, input sha256.
 """
 
@@ -54,10 +58,13 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+import numpy as np
+
 from codeblock.core.markdown import Region, split_markdown
 from codeblock.select.fencelang import KINDS, classify_untagged
 from codeblock.select.items import BlockItemiser, Item, TokenSpans, assign_tokens, block_source
 from codeblock.select.languages import LanguageSpec, get_spec, parser_for
+from codeblock.select.prose import prose_words
 from codeblock.stages import StageContext, StageResult, stage_hash
 
 
@@ -87,6 +94,9 @@ class Segmented:
     n_error_regions: int
     reach: list[float]
     bridge: list[float]
+    prose_words: list[list[int]]  # token indices of each eligible prose word (codeblock/select/prose.py)
+    prose_word_text: list[str]
+    prose_word_sentence: list[int]  # key of the word's sentence (boilerplate discount)
 
 
 def segment_response(response: str, offsets, *, max_item_tokens: int = 64, default_language: str = "python",
@@ -131,12 +141,18 @@ def segment_response(response: str, offsets, *, max_item_tokens: int = 64, defau
             rb = ([0.0] * len(found), [0.0] * len(found))
         reach.extend(rb[0])
         bridge.extend(rb[1])
-    prose: list[int] = []
+    if items:  # where each item's source lines start (select.granularity = line)
+        nl = np.flatnonzero(np.frombuffer(response.encode("utf-32-le"), dtype=np.uint32) == 10)
+        for x in items:
+            line = np.searchsorted(nl, toks.ts[x.tokens])
+            x.line_starts = np.flatnonzero(np.r_[True, line[1:] != line[:-1]]).tolist()
+    words = []
     for r in regions:
         if r.kind == "prose":
-            lo, hi = toks.inside(r.start, r.end)
-            prose.extend(toks.eligible_prose(lo, hi))
-    return Segmented(regions, blocks, langs, kinds, items, prose, errors, reach, bridge)
+            words.extend(prose_words(response, r.start, r.end, toks.starts, toks.ends))
+    prose = sorted({k for w in words for k in w[0]})
+    return Segmented(regions, blocks, langs, kinds, items, prose, errors, reach, bridge,
+                     [w[0] for w in words], [w[1] for w in words], [w[2] for w in words])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,9 +202,13 @@ def _row(sample_id: str, response: str, enc, cfg) -> dict:
         "item_char_end": [x.char_end for x in items],
         "item_tokens": [x.tokens for x in items],
         "item_core": [x.core for x in items],
+        "item_lines": [x.line_starts for x in items],
         "item_reach": [] if dropped else seg.reach,
         "item_bridge": [] if dropped else seg.bridge,
         "prose_tokens": [] if dropped else seg.prose_tokens,
+        "prose_words": [] if dropped else seg.prose_words,
+        "prose_word_text": [] if dropped else seg.prose_word_text,
+        "prose_word_sentence": [] if dropped else seg.prose_word_sentence,
     }
 
 
@@ -207,15 +227,16 @@ SCHEMA_FIELDS = {
     "block_kind": "list<string>",
     "block_char_start": "list<int32>", "block_char_end": "list<int32>", "item_block": "list<int32>",
     "item_kind": "list<string>", "item_char_start": "list<int32>", "item_char_end": "list<int32>",
-    "item_tokens": "list<list<int32>>", "item_core": "list<list<int32>>", "item_reach": "list<float32>",
+    "item_tokens": "list<list<int32>>", "item_core": "list<list<int32>>", "item_lines": "list<list<int32>>", "item_reach": "list<float32>",
     "item_bridge": "list<float32>", "prose_tokens": "list<int32>",
+    "prose_words": "list<list<int32>>", "prose_word_text": "list<string>", "prose_word_sentence": "list<int64>",
 }
 
 
 def arrow_schema():
     import pyarrow as pa
 
-    prim = {"string": pa.string(), "int32": pa.int32(), "bool": pa.bool_(), "float32": pa.float32()}
+    prim = {"string": pa.string(), "int32": pa.int32(), "int64": pa.int64(), "bool": pa.bool_(), "float32": pa.float32()}
 
     def parse(t: str):
         if t.startswith("list<"):
