@@ -401,3 +401,23 @@ def test_fence_counts_reports_untagged_code_and_not_code():
     c = fence_counts(rows)
     assert (c["blocks_tagged"], c["blocks_unfenced"], c["untagged_fences"]) == (1, 1, 4)
     assert (c["untagged_code"], c["untagged_not_code"], c["untagged_shell"], c["untagged_data"]) == (2, 2, 1, 1)
+
+
+def test_prose_words_are_whole_and_never_markup_numbers_urls(tokenizer):
+    text = ("1. The Outerlist holds https://example.com/a_b.html entries; see <code>x</code>.\n"
+            "2. Use my_var carefully, then 2nd pass.\n\n```python\nx = 1\n```\nDone quickly")
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    off = enc["offset_mapping"]
+    seg = segment_response(text, off)
+    assert seg.prose_word_text == ["outerlist", "holds", "entries", "see", "use", "carefully", "pass", "done", "quickly"]
+    for toks, word in zip(seg.prose_words, seg.prose_word_text):
+        # all pieces of the word and nothing else: the pieces spell the word
+        assert "".join(text[off[k][0]:off[k][1]] for k in toks).strip().lower().rstrip(";.,") == word
+    assert len(seg.prose_words[0]) > 1  # Outerlist is several BPE pieces, all taken together
+    assert seg.prose_tokens == sorted(k for w in seg.prose_words for k in w)
+    # words of one sentence share its key; the two list items are different sentences
+    assert seg.prose_word_sentence[0] == seg.prose_word_sentence[2] != seg.prose_word_sentence[4]
+    # a word cut by truncation is not eligible at all: cut after Outerlist's first piece
+    first = seg.prose_words[0][0]
+    assert "outerlist" not in segment_response(text, off[:first + 1]).prose_word_text
+    assert "outerlist" in segment_response(text, off[:seg.prose_words[0][-1] + 1]).prose_word_text

@@ -4,7 +4,7 @@ Prose is chosen by WORD, never by BPE piece: a word's tokens are all supervised 
 (`Outer` -> `Out` + `er` is one unit). A word is a run of letters (with inner digits, hyphens and
 apostrophes) in a prose region; these are never words: list numbers and other numbers, markdown
 syntax (#, *, >, |, link brackets), URLs and e-mail addresses, HTML tags, identifiers with an
-underscore, English stop-words. A word is eligible only when every one of its pieces survived
+underscore, single letters, English stop-words (also before an apostrophe: don't, it's). A word is eligible only when every one of its pieces survived
 truncation.
 
 Each word carries the key of its sentence (a hash of the sentence's lower-cased words), so the
@@ -25,7 +25,8 @@ STOP_WORDS = frozenset(
     no nor not now of off on once only or other our ours ourselves out over own same she should so some such
     than that the their theirs them themselves then there these they this those through to too under until up
     very was we were what when where which while who whom why will with would you your yours yourself
-    yourselves s t ll ve re d m also may might must shall us""".split()
+    yourselves s t ll ve re d m also may might must shall us don doesn didn isn aren wasn weren hasn haven
+    hadn won wouldn shouldn couldn can""".split()
 )
 _WORD_RE = re.compile(r"(?<![\w'’-])[^\W\d_](?:[\w'’-]*[^\W_])?(?![\w])")
 # spans that hold no prose words: URLs, e-mail addresses, HTML tags, link targets
@@ -56,7 +57,7 @@ def prose_words(text: str, start: int, end: int, starts: list[int], ends: list[i
         key = sentence_key([w for _, _, w in found])
         base = start + sm.start()
         for a, b, word in found:
-            if word in STOP_WORDS or "_" in word:
+            if len(word) < 2 or word in STOP_WORDS or "_" in word or re.split("['’]", word)[0] in STOP_WORDS:
                 continue
             ws, we = base + a, base + b
             lo = bisect_right(ends, ws)  # first token ending after the word starts
