@@ -28,11 +28,11 @@ class TokenSpans:
     Vectorised: `nxt[i]` is the first non-space char at or after i, `prv[i]` one past the last
     non-space char before i; a token (a, b) becomes (nxt[a], prv[b]) unless it is all whitespace."""
 
-    __slots__ = ("starts", "ends", "n", "text", "ts", "te")
+    __slots__ = ("starts", "ends", "n", "text", "ts", "te", "_lines")
 
     def __init__(self, response: str, offsets):
         n = len(offsets)
-        self.n, self.text = n, response
+        self.n, self.text, self._lines = n, response, None
         if n == 0:
             self.starts, self.ends = [], []
             self.ts = self.te = np.zeros(0, dtype=np.int64)
@@ -51,6 +51,13 @@ class TokenSpans:
         blank = ts >= b
         self.ts, self.te = np.where(blank, a, ts), np.where(blank, b, te)
         self.starts, self.ends = self.ts.tolist(), self.te.tolist()
+
+    def line_of(self, idx: np.ndarray) -> np.ndarray:
+        """The 0-based source line (newlines before its trimmed start) of each token in `idx`."""
+        if self._lines is None:
+            cps = np.frombuffer(self.text.encode("utf-32-le"), dtype=np.uint32)
+            self._lines = np.concatenate(([0], np.cumsum(cps == 10)))
+        return self._lines[self.ts[idx]]
 
     def touching(self, spans: np.ndarray) -> np.ndarray:
         """Bool per token: its span overlaps one of the (k, 2) char `spans`."""

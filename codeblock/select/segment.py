@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 
@@ -81,6 +82,24 @@ def find_regions(response: str, default_language: str) -> list[Region]:
             return [Region("code", 0, len(response), spec.name)]
     return regions
 
+
+
+def _line_starts(response: str, items: list[Item], toks: TokenSpans) -> None:
+    """Set each item's `line_starts`: positions in its tokens where a source line starts."""
+    sizes = np.fromiter((len(x.tokens) for x in items), dtype=np.int64, count=len(items))
+    flat = np.fromiter(chain.from_iterable(x.tokens for x in items), dtype=np.int64, count=int(sizes.sum()))
+    line = toks.line_of(flat)
+    first = np.cumsum(sizes) - sizes
+    new = np.empty(len(flat), dtype=bool)
+    new[0] = True
+    np.not_equal(line[1:], line[:-1], out=new[1:])
+    new[first] = True
+    pos = np.flatnonzero(new)
+    owner = np.searchsorted(first, pos, side="right") - 1
+    rel = (pos - first[owner]).tolist()
+    bounds = np.searchsorted(owner, np.arange(len(items) + 1)).tolist()
+    for k, x in enumerate(items):
+        x.line_starts = rel[bounds[k]:bounds[k + 1]]
 
 
 @dataclass
@@ -141,11 +160,8 @@ def segment_response(response: str, offsets, *, max_item_tokens: int = 64, defau
             rb = ([0.0] * len(found), [0.0] * len(found))
         reach.extend(rb[0])
         bridge.extend(rb[1])
-    if items:  # where each item's source lines start (select.granularity = line)
-        nl = np.flatnonzero(np.frombuffer(response.encode("utf-32-le"), dtype=np.uint32) == 10)
-        for x in items:
-            line = np.searchsorted(nl, toks.ts[x.tokens])
-            x.line_starts = np.flatnonzero(np.r_[True, line[1:] != line[:-1]]).tolist()
+    if items:
+        _line_starts(response, items, toks)
     words = []
     for r in regions:
         if r.kind == "prose":
