@@ -12,15 +12,11 @@ import pytest
 
 from codeblock.core.config import load_config
 from codeblock.core.io import read_parquet_metadata
+from codeblock.data.decontam import Decontaminator
 from codeblock.data.schema import ARROW_SCHEMA
+from codeblock.select.dedup import lsh_bands, near_duplicates
 from codeblock.select.embed import embed_texts, knn_longtail
-from codeblock.select.filter import (
-    Decontaminator,
-    heuristic_quality,
-    lsh_bands,
-    near_duplicates,
-    run_filter,
-)
+from codeblock.select.filter import heuristic_quality, run_filter
 from codeblock.stages import stage_hash
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,6 +186,19 @@ def test_heuristic_rater():
     assert heuristic_quality("import os\nprint(os.getcwd())\n", 10, 100)[0] == pytest.approx(1.0)
 
 
+def test_heuristic_finds_code_in_crlf_unclosed_longer_fence_and_skips_shell():
+    good = "def add(a, b):\n    return a + b\n"
+    crlf = "Here:\r\n```python\r\n" + good.replace("\n", "\r\n") + "```\r\nDone."
+    unclosed = "Here:\n```python\n" + good
+    longer = "Here:\n```python\n" + good + "`````\nDone."
+    for text in (crlf, unclosed, longer):
+        assert heuristic_quality(text, 10, 1000)[0] == pytest.approx(1.0), repr(text)
+    # an untagged shell block is not code, so it neither counts as code nor as unparsable Python
+    shell = "Install:\n```\npip install numpy\n```\n"
+    assert heuristic_quality(shell, 10, 1000) == (0.0, "no code")
+    assert heuristic_quality(shell + "```python\n" + good + "```\n", 10, 1000)[0] == pytest.approx(1.0)
+
+
 def test_near_duplicates_exact_jaccard_and_priority():
     rng = np.random.default_rng(0)
     vocab = [f"w{i}" for i in range(500)]
@@ -310,7 +319,7 @@ def test_registry_decontamination_and_unavailable_benchmark(tmp_path):
     import gzip
     import json
 
-    from codeblock.select.filter import build_decontaminator
+    from codeblock.data.decontam import build_decontaminator
 
     first = json.loads(gzip.open(ROOT / "data" / "raw" / "humaneval" / "HumanEval.jsonl.gz", "rt").readline())
     rows = fixture_rows()[:4] + [row("he0", first["prompt"], "```python\n" + first["canonical_solution"] + "\n```\n" * 2)]

@@ -93,6 +93,8 @@ def test_gce_matches_direct_computation(scfg, tokenizer, monkeypatch):
         want = direct_gce(scfg.model.name_or_path, tokenizer, enc.input_ids, enc.response_start, enc.response_end, q)
         np.testing.assert_allclose(s["gce"], want, atol=2e-5, rtol=1e-4)
         assert np.all(s["gce"] >= -1e-6) and np.all(s["gce"] <= 1 / q + 1e-6)
+        # the ce column is plain cross-entropy -log p of the same tokens: GCE_q = (1 - exp(-q ce)) / q
+        np.testing.assert_allclose((1 - np.exp(-q * s["ce"].astype(np.float64))) / q, want, atol=2e-5, rtol=1e-4)
         spread.append(np.ptp(want))
     assert max(spread) > 0.5  # the peaked model makes the comparison meaningful
     m = res["metrics"]
@@ -176,12 +178,16 @@ def test_excess_mode(scfg, tiny_model_dir):
     rows = [r for p in sorted(__import__("pathlib").Path(res["outputs"][0]).glob("shard-*.parquet"))
             for r in pq.read_table(p).to_pylist()]
     assert {r["id"] for r in rows} == {r[0] for r in ROWS}
+    q = scfg.score.gce_q
     for r in rows:
         np.testing.assert_allclose(r["gce"], np.subtract(r["base_gce"], r["ref_gce"]), atol=1e-6)
+        # ce = CE_base - CE_ref, plain cross-entropy (CE = -log(1 - q GCE) / q)
+        ce_of = lambda g: -np.log1p(-q * np.asarray(g, dtype=np.float64)) / q  # noqa: E731
+        np.testing.assert_allclose(r["ce"], ce_of(r["base_gce"]) - ce_of(r["ref_gce"]), atol=2e-3, rtol=1e-3)
     warm = [r for r in rows if r["id"] in ("s0", "s1")]  # the two highest-quality rows
     assert all(np.mean(r["gce"]) > 0 for r in warm)
     scores = load_scores(scfg)
-    assert set(scores["s0"]) == {"input_ids", "response_start", "response_end", "gce"}
+    assert set(scores["s0"]) == {"input_ids", "response_start", "response_end", "gce", "ce"}
 
 
 def test_make_batches_respects_budget():

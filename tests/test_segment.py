@@ -274,6 +274,25 @@ def test_truncated_items_are_dropped(tokenizer):
     assert item_texts(text, seg2) == ["a = 1"]
 
 
+def test_truncation_keeps_the_complete_parts_of_a_cut_compound():
+    # small enough to be one item if it were whole (one token per char here); the cut falls inside the
+    # third statement of the loop body: header and the two finished statements stay items
+    text = ("```python\nimport os\nfor name in os.listdir('.'):\n    size = os.path.getsize(name)\n"
+            "    total = size * 2\n    print(name, total)\nprint('done')\n```")
+    off = char_offsets(text)
+    cut = text.index("print(name") + len("print(na")
+    seg = segment_response(text, off[:cut], max_item_tokens=500)
+    assert item_texts(text, seg) == ["import os", "for name in os.listdir('.'):", "size = os.path.getsize(name)",
+                                     "total = size * 2"]
+    assert [x.kind for x in seg.items][1] == "for_statement:header"
+    # a cut inside the header: the whole compound is gone, the earlier statement stays
+    seg = segment_response(text, off[:text.index("listdir")], max_item_tokens=500)
+    assert item_texts(text, seg) == ["import os"]
+    # no cut: the loop is one item
+    whole = segment_response(text, off, max_item_tokens=500)
+    assert "for name in os.listdir('.'):" not in item_texts(text, whole) and len(whole.items) == 3
+
+
 # ---------------------------------------------------------------------------------------------
 # the stage
 
@@ -358,3 +377,47 @@ def test_fence_indented_in_a_list_item_is_dedented_for_parsing():
     assert seg.n_error_regions == 0 and seg.reach == [1.0, 0.0, 0.0]
     prose = "".join(text[r.start:r.end] for r in seg.regions if r.kind == "prose")
     assert "Steps" in prose and "Done" in prose and "def" not in prose and "```" not in prose
+
+
+def test_untagged_fences_are_itemised_only_when_they_hold_code():
+    text = ("Install it:\n```\npip install numpy\n```\nThen:\n```\nimport numpy as np\nprint(np.ones(2))\n```\n"
+            "Output:\n```\n6\n```\nand a trace:\n```\nTraceback (most recent call last):\n  File \"a.py\", line 1\n```\n"
+            "```python\n6\n```\n")
+    seg = segment_response(text, char_offsets(text))
+    assert seg.block_kind == ["shell", "code", "data", "traceback", "tagged"]
+    assert seg.block_lang == ["", "python", "", "", "python"]
+    # no item from the shell command or the printed output; the tagged block is parsed as tagged
+    assert item_texts(text, seg) == ["import numpy as np", "print(np.ones(2))", "6"]
+    # skipped blocks are not prose either: no prose token inside them
+    for b, kind in zip(seg.blocks, seg.block_kind):
+        if kind != "code" and kind != "tagged":
+            assert not [k for k in seg.prose_tokens if b.start <= k < b.end]
+
+
+def test_fence_counts_reports_untagged_code_and_not_code():
+    from codeblock.select.segment import fence_counts
+
+    rows = [{"block_kind": ["tagged", "code", "shell"]}, {"block_kind": ["unfenced"]}, {"block_kind": ["data", "code"]}]
+    c = fence_counts(rows)
+    assert (c["blocks_tagged"], c["blocks_unfenced"], c["untagged_fences"]) == (1, 1, 4)
+    assert (c["untagged_code"], c["untagged_not_code"], c["untagged_shell"], c["untagged_data"]) == (2, 2, 1, 1)
+
+
+def test_prose_words_are_whole_and_never_markup_numbers_urls(tokenizer):
+    text = ("1. The Outerlist holds https://example.com/a_b.html entries; see <code>x</code>.\n"
+            "2. Use my_var carefully, then 2nd pass.\n\n```python\nx = 1\n```\nDone quickly")
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    off = enc["offset_mapping"]
+    seg = segment_response(text, off)
+    assert seg.prose_word_text == ["outerlist", "holds", "entries", "see", "use", "carefully", "pass", "done", "quickly"]
+    for toks, word in zip(seg.prose_words, seg.prose_word_text):
+        # all pieces of the word and nothing else: the pieces spell the word
+        assert "".join(text[off[k][0]:off[k][1]] for k in toks).strip().lower().rstrip(";.,") == word
+    assert len(seg.prose_words[0]) > 1  # Outerlist is several BPE pieces, all taken together
+    assert seg.prose_tokens == sorted(k for w in seg.prose_words for k in w)
+    # words of one sentence share its key; the two list items are different sentences
+    assert seg.prose_word_sentence[0] == seg.prose_word_sentence[2] != seg.prose_word_sentence[4]
+    # a word cut by truncation is not eligible at all: cut after Outerlist's first piece
+    first = seg.prose_words[0][0]
+    assert "outerlist" not in segment_response(text, off[:first + 1]).prose_word_text
+    assert "outerlist" in segment_response(text, off[:seg.prose_words[0][-1] + 1]).prose_word_text

@@ -275,3 +275,63 @@ def test_segment_score_select_contract(cfg, tiny_model_dir):
     run_segment(cfg)
     with pytest.raises((BadRowError, FileNotFoundError)):
         run_select(cfg)
+
+
+def word_segments():
+    """Three samples of 10 response tokens: one item each, prose words of 1-2 tokens; sentence 7
+    (boilerplate) is in all three samples, sentences 1-3 in one each."""
+    def row(i, words, texts, keys):
+        return {"id": i, "input_ids": list(range(100, 113)), "response_start": 3, "response_end": 13,
+                "item_tokens": [[0, 1, 2, 3]], "item_core": [[0, 1]], "item_lines": [[0, 2]], "item_reach": [0.0],
+                "item_bridge": [0.0], "prose_tokens": sorted(k for w in words for k in w), "prose_words": words,
+                "prose_word_text": texts, "prose_word_sentence": keys, "dropped": False}
+
+    segs = [row("A", [[5, 6], [8]], ["outerlist", "here"], [1, 7]),
+            row("B", [[5], [8]], ["sorting", "here"], [2, 7]),
+            row("C", [[5], [8, 9]], ["stable", "here"], [3, 7])]
+    g = [np.array([.5, .5, 0, 0, 0, .6, .9, 0, .95, 0]),   # A: outerlist mean .75, here .95
+         np.array([.4, .4, 0, 0, 0, .3, 0, 0, .9, 0]),    # B: sorting .3, here .9
+         np.array([.3, .3, 0, 0, 0, .35, 0, 0, .8, .8])]  # C: stable .35, here .8
+    return segs, g
+
+
+def test_prose_words_whole_and_boilerplate_discounted(cfg):
+    segs, g = word_segments()
+    cfg.select.budget, cfg.select.nl_share, cfg.select.tau = 0.2, 0.5, 0.0  # 30 tokens: budget 6, prose 3
+    # rho = 1: "here" recurs in 3 samples -> .95/3, .9/3, .8/3 < outerlist .75, stable .35, sorting .3
+    # prose budget 3: outerlist (2 tokens), then stable (1): 3 tokens; both of outerlist's pieces
+    sel = select_codeblock(cfg, segs, g)
+    assert sel.words == [("outerlist", 1), ("stable", 1)]
+    assert {5, 6} <= set(sel.samples[0].selected.tolist()) and 8 not in sel.samples[0].selected
+    assert sel.samples[2].selected.tolist().count(5) == 1 and sel.extra["prose_words_selected"] == 2
+    # no discount: the boilerplate "here" ranks first everywhere: A (.95, 1 token), B (.9, 1), then
+    # C's (.8, 2 tokens: 2 + 2 <= 3 + 2/2, taken) -> 4 prose tokens, all boilerplate
+    cfg.select.prose_recurrence_power = 0.0
+    sel = select_codeblock(cfg, segs, g)
+    assert sel.words == [("here", 3)] and sum(s.n_prose for s in sel.samples) == 4
+
+
+@pytest.mark.parametrize("granularity,expect_units", [("item", 3), ("line", 6), ("token", 12)])
+def test_granularity_units_and_same_budget(cfg, granularity, expect_units):
+    segs, g = word_segments()
+    cfg.select.budget, cfg.select.nl_share, cfg.select.tau, cfg.select.granularity = 0.2, 0.0, 0.0, granularity
+    sel = select_codeblock(cfg, segs, g)
+    assert sel.extra["units_total"] == expect_units
+    n_sup = sum(len(s.selected) for s in sel.samples)
+    # budget 6 tokens; items are 4 tokens: the first, then a second (8 <= 6 + 4/2); lines and tokens fit exactly
+    assert n_sup == (8 if granularity == "item" else 6)
+    if granularity == "line":  # lines: tokens [0, 1] (core 0, 1: U .5/.4/.3) and [2, 3] (no core: never)
+        assert [s.selected.tolist() for s in sel.samples] == [[0, 1], [0, 1], [0, 1]]
+    if granularity == "token":  # the 6 highest single tokens of the items: A0, A1, B0, B1, C0, C1
+        assert [s.selected.tolist() for s in sel.samples] == [[0, 1], [0, 1], [0, 1]]
+
+
+@pytest.mark.parametrize("rerank,reach_counts", [("both", True), ("reach", True), ("bridge", False), ("none", False)])
+def test_rerank_switch(cfg, rerank, reach_counts):
+    segs, gce = hand_segments()  # only A2 has Reach (1.0); no Bridge anywhere
+    cfg.select.budget, cfg.select.nl_share, cfg.select.tau, cfg.select.alpha = 0.5, 0.2, 0.5, 0.5
+    cfg.select.rerank = rerank
+    sel = select_codeblock(cfg, segs, gce)
+    # with Reach, P(A2) = .9 beats B1 (.8): A0 + A2 (see test_select_codeblock_by_hand); without, B1 wins
+    expect_a = [0, 1, 2, 5, 6, 7, 9] if reach_counts else [0, 1, 2, 9]
+    assert sel.samples[0].selected.tolist() == expect_a

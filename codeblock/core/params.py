@@ -151,8 +151,20 @@ class SelectConfig:
     beta: float = f(0.5, "Weight of Bridge in the gated priority.")
     tau: float = f(0.5, "Gate: items whose utility percentile is below tau get priority 0.")
     scope: Literal["global", "per_sample"] = f("global", "Fill the budget globally or per sample.")
-    method: str = f("codeblock", "Selection method: codeblock, full, or a baseline name.")
+    method: str = f("codeblock", "Selection method: codeblock, a baseline name, or a variant "
+                    "<method>+<select key>=<value>[+...] (e.g. codeblock+rerank=none); docs/selection.md.")
     seed: int = f(0, "Seed of random baselines.")
+    rerank: Literal["both", "reach", "bridge", "none"] = f(
+        "both", "Ablation: which data-flow terms rerank items (none: P = U percentile, gated by tau)."
+    )
+    utility: Literal["gce", "ce"] = f("gce", "Ablation: per-token score behind utility U and prose words (ce: plain CE).")
+    granularity: Literal["item", "line", "token"] = f(
+        "item", "Ablation: unit of code supervision (whole items, source lines of items, single tokens), same budget."
+    )
+    ds2_keep: float = f(0.0, "ds2 baseline: rows kept (share <= 1 or count); 0 = as many as fit in the token budget.")
+    prose_recurrence_power: float = f(
+        1.0, "Boilerplate discount: a prose word's score is divided by (samples holding its sentence) ** this."
+    )
 
 
 @dataclass

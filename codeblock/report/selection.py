@@ -150,13 +150,17 @@ def build_report(cfg, method: str = "codeblock", n: int = 20, seed: int | None =
         )
     keys = ["samples", "response_tokens", "supervised_tokens", "supervised_ratio", "budget", "code_tokens",
             "prose_tokens", "items_selected", "samples_zero_supervision"]
+    words_path = lab_dir / "prose_words.json"
+    top = json.loads(words_path.read_text())["top_words"][:30] if words_path.exists() else []
+    words_html = ('<p class="legend">chosen prose words: ' + ", ".join(
+        f"<mark class=\"prose\">{html.escape(w)}</mark> {c}" for w, c in top) + "</p>") if top else ""
     stat_html = "".join(f"<span>{k}: <b>{_fmt(stats[k]) if isinstance(stats.get(k), float) and stats[k] < 10 else int(stats[k])}</b></span>"
                         for k in keys if k in stats)
     page = (
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
         f"<title>CodeBlock selection: {html.escape(method)}</title><style>{CSS}</style></head><body>"
         f"<h1>What <code>{html.escape(method)}</code> selected</h1>"
-        f'<div class="stats">{stat_html}</div>'
+        f'<div class="stats">{stat_html}</div>{words_html}'
         '<p class="legend"><span><span class="it sel">selected item</span></span>'
         '<span><span class="it">item not selected</span></span><span><span class="it gated">gated (P = 0)</span></span>'
         '<span><b class="sup">supervised token</b></span><span><mark class="prose">supervised prose token</mark></span>'

@@ -6,8 +6,15 @@ Each method is `fn(cfg, scores) -> codeblock.select.labels.Selection`; `codebloc
     full_filtered   every response token of the filtered pool (cfg.paths.filtered): isolates stage 1
     random_tokens   response tokens drawn uniformly at the select.budget share (global or per sample)
     random_items    whole coding items in random order, filling the same budget
-    token_cleaning  global top-k of the per-token score (excess GCE when score.mode = excess)
-    rho1            per-sample top-k of the same score (Rho-1 style)
+    token_cleaning  global top-k of CE_base - CE_ref per token (plain cross-entropy, score.mode = excess;
+                    Token Cleaning, Pang et al. 2025: keep the tokens of highest influence, one
+                    threshold for the whole dataset)
+    rho1            per-sample top-k of the same excess CE (Rho-1, Lin et al. 2024: keep the top k%
+                    tokens by excess loss L_train - L_ref within each sample)
+    ds2             DS2-style sample selection: the filtered rows ranked by quality, then long-tail
+                    score (the filter's `rank`), best first, every response token of a chosen row
+                    supervised; select.ds2_keep rows (a share <= 1 or a count), or with 0 as many as
+                    fit in select.budget of all response tokens (token-matched)
 Random methods use select.seed. The budget for the sparse ones is select.budget of all response tokens.
 """
 
@@ -133,38 +140,72 @@ def random_items(cfg, scores=None) -> Selection:
 
 def _scored(cfg, scores):
     if cfg.score.mode != "excess":
-        log.warning("token-level baselines rank by excess loss; score.mode=%s gives plain GCE", cfg.score.mode)
+        log.warning("token-level baselines rank by excess loss CE_base - CE_ref; score.mode=%s gives CE_base",
+                    cfg.score.mode)
     segs = _segments(cfg)
     scores = load_scores(cfg) if scores is None else scores
-    return segs, join_scores(segs, scores, cfg.paths.segments)
+    return segs, join_scores(segs, scores, cfg.paths.segments, column="ce")
+
+
+def global_top_k(scores: list[np.ndarray], budget: float) -> list[np.ndarray]:
+    """Token Cleaning's rule: one top-k over every token of the dataset, k = budget x all tokens.
+    Returns the chosen token indices of each sample, sorted."""
+    lengths = np.array([len(g) for g in scores], dtype=np.int64)
+    flat = np.concatenate(scores) if scores else np.zeros(0)
+    top = np.sort(top_tokens(flat, int(round(budget * lengths.sum()))))
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    cut = np.searchsorted(top, bounds)
+    return [top[cut[i]:cut[i + 1]] - bounds[i] for i in range(len(scores))]
+
+
+def per_sample_top_k(scores: list[np.ndarray], budget: float) -> list[np.ndarray]:
+    """Rho-1's rule: the top k = budget x its tokens of each sample. Chosen indices, sorted."""
+    return [np.sort(top_tokens(g, int(round(budget * len(g))))) for g in scores]
+
+
+def _excess_ce_method(cfg, scores, name: str, rule) -> Selection:
+    segs, ce = _scored(cfg, scores)
+    samples = [sample_from_row(r) for r in segs]
+    for s, chosen, r in zip(samples, rule(ce, cfg.select.budget), segs):
+        s.selected = chosen
+        _code_prose_counts(s, r)
+    return Selection(name, samples, extra={"excess_scores": float(cfg.score.mode == "excess")}, inputs=_inputs(cfg))
 
 
 def token_cleaning(cfg, scores=None) -> Selection:
-    """Global top-k of the per-token (excess) score over every response token of the dataset."""
-    segs, gce = _scored(cfg, scores)
-    samples = [sample_from_row(r) for r in segs]
-    lengths = np.array([len(g) for g in gce], dtype=np.int64)
-    flat = np.concatenate(gce) if gce else np.zeros(0)
-    k = int(round(cfg.select.budget * lengths.sum()))
-    top = np.sort(top_tokens(flat, k))
-    bounds = np.concatenate([[0], np.cumsum(lengths)])
-    for i, s in enumerate(samples):
-        a, b = np.searchsorted(top, [bounds[i], bounds[i + 1]])
-        s.selected = top[a:b] - bounds[i]
-        _code_prose_counts(s, segs[i])
-    return Selection("token_cleaning", samples, extra={"excess_scores": float(cfg.score.mode == "excess")},
-                     inputs=_inputs(cfg))
+    """Global top-k of the per-token excess CE over every response token of the dataset."""
+    return _excess_ce_method(cfg, scores, "token_cleaning", global_top_k)
 
 
 def rho1(cfg, scores=None) -> Selection:
-    """Per-sample top-k of the per-token (excess) score, k = select.budget of the sample's tokens."""
-    segs, gce = _scored(cfg, scores)
-    samples = [sample_from_row(r) for r in segs]
-    for s, g, r in zip(samples, gce, segs):
-        s.selected = np.sort(top_tokens(g, int(round(cfg.select.budget * len(g)))))
-        _code_prose_counts(s, r)
-    return Selection("rho1", samples, extra={"excess_scores": float(cfg.score.mode == "excess")},
-                     inputs=_inputs(cfg))
+    """Per-sample top-k of the per-token excess CE, k = select.budget of the sample's tokens."""
+    return _excess_ce_method(cfg, scores, "rho1", per_sample_top_k)
+
+
+def ds2(cfg, scores=None) -> Selection:
+    """Best filtered rows (quality, then long-tail) with full-token loss (module docstring)."""
+    import pyarrow.parquet as pq
+
+    from codeblock.core.io import sha256_file
+    from codeblock.select.filter import n_to_keep
+
+    p = cfg.paths.filtered
+    t = pq.read_table(p, columns=["id", "quality", "longtail"])
+    ids, q, lt = t.column("id").to_pylist(), t.column("quality").to_pylist(), t.column("longtail").to_pylist()
+    order = sorted(range(len(ids)), key=lambda i: (-q[i], -lt[i], ids[i]))
+    samples = {s.id: s for s in _encoded_samples(cfg, p)}
+    ranked = [samples[ids[i]] for i in order]
+    if cfg.select.ds2_keep > 0:
+        k = n_to_keep(cfg.select.ds2_keep, len(ranked))
+    else:
+        sizes = np.array([s.n_response for s in ranked], dtype=np.int64)
+        chosen, _ = fill_budget(np.arange(len(ranked)), sizes, cfg.select.budget * sizes.sum())
+        k = len(chosen)
+    total = sum(s.n_response for s in ranked)
+    kept = ranked[:k]
+    extra = {"pool_samples": len(ranked), "pool_response_tokens": total,
+             "share_of_pool_tokens": sum(s.n_response for s in kept) / total if total else 0.0}
+    return Selection("ds2", kept, extra=extra, inputs={p: sha256_file(p)})
 
 
 METHODS = {
@@ -174,4 +215,5 @@ METHODS = {
     "random_items": random_items,
     "token_cleaning": token_cleaning,
     "rho1": rho1,
+    "ds2": ds2,
 }

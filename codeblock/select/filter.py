@@ -31,8 +31,9 @@ Heuristic rater (rows without judge scores), a score in [0, 1]:
     0                                   if len(response) is outside [min_response_chars, max_response_chars]
     0                                   if the response contains no code
     0.4 + 0.6 * parse_fraction          otherwise
-where code is a fenced block, or an unfenced response that parses as Python and holds more than
-bare names/constants; parse_fraction is the share of Python blocks (tag python/py/none) that
+where code is a fenced block (codeblock/core/markdown.py; an untagged one only when
+codeblock/select/fencelang.py rates it code, not shell, output or data), or an unfenced response
+that parses as Python and is more than data; parse_fraction is the share of Python blocks (tag python/py/none) that
 `ast.parse` accepts (1.0 when every block is in another language: not checked). Parsing never
 executes anything. With the default gate 0.5, a response whose Python does not parse at all is
 dropped; one with one good block out of two passes (0.7).
@@ -41,11 +42,7 @@ dropped; one with one good block out of two passes (0.7).
 from __future__ import annotations
 
 import ast
-import hashlib
 import logging
-import re
-import unicodedata
-from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,17 +50,16 @@ import numpy as np
 from tqdm import tqdm
 
 from codeblock.core.io import BadRowError, read_parquet_metadata, sha256_file, write_parquet
+from codeblock.core.markdown import fenced_blocks
+from codeblock.data.decontam import ProblemTexts, build_decontaminator
+from codeblock.select.dedup import exact_key, near_duplicates
+from codeblock.select.fencelang import classify_untagged
+from codeblock.select.languages import get_spec
 from codeblock.stages import StageContext, StageResult, stage_hash
 
 log = logging.getLogger(__name__)
 
 PY_TAGS = {"", "python", "py", "python3", "py3", "ipython", "pycon"}
-FENCE_RE = re.compile(r"^[ \t]*(`{3,}|~{3,})[ \t]*([^\s`]*)[^\n]*\n(.*?)^[ \t]*\1[ \t]*$", re.M | re.S)
-WORD_RE = re.compile(r"\w+")
-SHINGLE_TOKEN_RE = re.compile(r"\w+|[^\w\s]")
-MINHASH_SEED = 0x5EED
-
-ProblemTexts = Callable[[Any, list[str]], Iterable[tuple[str, str, str]]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,14 +67,16 @@ ProblemTexts = Callable[[Any, list[str]], Iterable[tuple[str, str, str]]]
 
 
 def code_blocks(response: str) -> list[tuple[str, str]]:
-    """(language tag, code) of each fenced block; an unfenced response that parses as Python
-    and holds more than bare names/constants is one untagged block."""
-    blocks = [(m.group(2).strip().lower(), m.group(3)) for m in FENCE_RE.finditer(response)]
-    if blocks:
+    """(language tag, code) of each fenced block that holds code (codeblock/core/markdown.py; an
+    untagged fence only when codeblock/select/fencelang.py rates it code, so a shell command or
+    printed output is not code); an unfenced response that parses as Python and is more than
+    data is one untagged block."""
+    fences = fenced_blocks(response)
+    spec = get_spec("python")
+    blocks = [(f.lang, f.code) for f in fences if f.lang or classify_untagged(f.code, spec) == "code"]
+    if blocks or fences:
         return blocks
-    if "```" not in response and _parses(response) and _looks_like_code(response):
-        return [("", response)]
-    return []
+    return [("", response)] if classify_untagged(response, spec) == "code" else []
 
 
 def _parses(code: str) -> bool:
@@ -87,14 +85,6 @@ def _parses(code: str) -> bool:
         return True
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return False
-
-
-def _looks_like_code(code: str) -> bool:
-    tree = ast.parse(code)
-    return any(
-        not (isinstance(node, ast.Expr) and isinstance(node.value, (ast.Constant, ast.Name)))
-        for node in tree.body
-    )
 
 
 def heuristic_quality(response: str, min_chars: int, max_chars: int) -> tuple[float, str]:
@@ -131,192 +121,6 @@ def rate_row(row: dict, fc) -> tuple[float, str, bool, str]:
     q, why = heuristic_quality(row["response"], fc.min_response_chars, fc.max_response_chars)
     ok = q >= fc.min_quality
     return q, "heuristic", ok, "" if ok else f"heuristic {q:.2f} < {fc.min_quality}: {why}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Duplicates
-
-
-def normalise(text: str) -> str:
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
-
-
-def exact_key(instruction: str, response: str) -> str:
-    return hashlib.sha256((normalise(instruction) + "\x00" + normalise(response)).encode()).hexdigest()
-
-
-def shingles(text: str, size: int) -> np.ndarray:
-    """Distinct 64-bit hashes of the word/punctuation `size`-grams of the normalised text."""
-    toks = SHINGLE_TOKEN_RE.findall(normalise(text))
-    if not toks:
-        return np.zeros(0, dtype=np.uint64)
-    grams = {" ".join(toks[i:i + size]) for i in range(max(1, len(toks) - size + 1))}
-    return np.array(
-        sorted(int.from_bytes(hashlib.blake2b(g.encode(), digest_size=8).digest(), "little") for g in grams),
-        dtype=np.uint64,
-    )
-
-
-def lsh_bands(n_perm: int, threshold: float) -> tuple[int, int]:
-    """(bands, rows) with bands * rows = n_perm whose LSH threshold (1/b)^(1/r) is the largest one
-    at or below threshold - 0.1: generous recall; every candidate is then checked exactly."""
-    best = (n_perm, 1)
-    for r in range(1, n_perm + 1):
-        if n_perm % r == 0:
-            b = n_perm // r
-            if (1.0 / b) ** (1.0 / r) <= threshold - 0.1:
-                best = (b, r)
-    return best
-
-
-class MinHasher:
-    """MinHash signatures with multiply-add hashing mod 2**64 (a bijection per permutation)."""
-
-    def __init__(self, n_perm: int, seed: int = MINHASH_SEED):
-        rng = np.random.default_rng(seed)
-        self.a = (rng.integers(1, 2**63, size=n_perm, dtype=np.uint64) << np.uint64(1)) | np.uint64(1)
-        self.b = rng.integers(0, 2**63, size=n_perm, dtype=np.uint64)
-
-    def signature(self, hashes: np.ndarray) -> np.ndarray:
-        if hashes.size == 0:
-            return np.full(self.a.shape, np.iinfo(np.uint64).max, dtype=np.uint64)
-        with np.errstate(over="ignore"):
-            return (self.a[:, None] * hashes[None, :] + self.b[:, None]).min(axis=1)
-
-
-def jaccard(x: np.ndarray, y: np.ndarray) -> float:
-    if x.size == 0 and y.size == 0:
-        return 1.0
-    inter = np.intersect1d(x, y, assume_unique=True).size
-    return inter / (x.size + y.size - inter)
-
-
-def near_duplicates(texts: list[str], threshold: float, shingle_size: int, n_perm: int,
-                    progress: bool = True) -> dict[int, tuple[int, float]]:
-    """Greedy near-duplicate removal over `texts` in priority order (index 0 first).
-    Returns {dropped index: (index of the kept text it duplicates, Jaccard)}."""
-    hasher = MinHasher(n_perm)
-    bands, rows = lsh_bands(n_perm, threshold)
-    buckets: list[dict[bytes, list[int]]] = [{} for _ in range(bands)]
-    sets: list[np.ndarray] = []
-    dropped: dict[int, tuple[int, float]] = {}
-    for i, text in enumerate(tqdm(texts, desc="near-dup", unit="row", disable=not progress)):
-        sh = shingles(text, shingle_size)
-        sets.append(sh)
-        sig = hasher.signature(sh)
-        keys = [sig[b * rows:(b + 1) * rows].tobytes() for b in range(bands)]
-        cands = {j for b, k in enumerate(keys) for j in buckets[b].get(k, ())}
-        best = max(((jaccard(sh, sets[j]), j) for j in cands), default=(0.0, -1))
-        if best[1] >= 0 and best[0] >= threshold:
-            dropped[i] = (best[1], best[0])
-            continue
-        for b, k in enumerate(keys):
-            buckets[b].setdefault(k, []).append(i)
-    return dropped
-
-
-# ---------------------------------------------------------------------------------------------
-# Decontamination
-
-
-def words(text: str) -> list[str]:
-    return WORD_RE.findall(unicodedata.normalize("NFKC", text).casefold())
-
-
-IMPORT_LINE_RE = re.compile(r"^[ \t]*(?:from[ \t]+\S+[ \t]+)?import[ \t].*$", re.M)
-
-
-class Decontaminator:
-    """Word n-gram index of benchmark problems; `hit(text)` names the first matching problem.
-
-    Boilerplate is not problem content and is not indexed: import lines of benchmark texts, and
-    every n-gram of which more than half the words lie under a "common" n-gram, one found in
-    `common` or more distinct problems of the same benchmark (a prompt template that every
-    problem repeats, followed by one problem-specific word, stays boilerplate). `common` = 0
-    keeps everything. Call `add` for every problem, then `finalize()`, then `hit`."""
-
-    def __init__(self, n: int, min_words: int, common: int = 0):
-        self.n, self.min_words, self.common = n, min_words, common
-        self.problems: list[tuple[str, str, list[str]]] = []
-        self.grams: dict[tuple[str, ...], tuple[str, str]] = {}
-        self.short: dict[int, dict[tuple[str, ...], tuple[str, str]]] = {}
-        self.counts: dict[str, int] = {}
-        self.boilerplate = 0  # n-grams left out as boilerplate
-
-    def add(self, benchmark: str, task_id: str, text: str) -> None:
-        self.counts[benchmark] = self.counts.get(benchmark, 0) + 1
-        self.problems.append((benchmark, task_id, words(IMPORT_LINE_RE.sub(" ", text))))
-
-    def _common_grams(self) -> set[tuple[str, tuple[str, ...]]]:
-        df: dict[tuple[str, tuple[str, ...]], int] = {}
-        for bench, _, w in self.problems:
-            for g in {tuple(w[i:i + self.n]) for i in range(len(w) - self.n + 1)}:
-                df[(bench, g)] = df.get((bench, g), 0) + 1
-        return {k for k, c in df.items() if c >= self.common} if self.common > 0 else set()
-
-    def finalize(self) -> None:
-        common, n = self._common_grams(), self.n
-        for bench, task_id, w in self.problems:
-            if len(w) < n:
-                if len(w) >= self.min_words:
-                    self.short.setdefault(len(w), {}).setdefault(tuple(w), (bench, task_id))
-                continue
-            covered = np.zeros(len(w) + 1, dtype=np.int64)  # difference array of common coverage
-            starts = [i for i in range(len(w) - n + 1) if (bench, tuple(w[i:i + n])) in common]
-            for i in starts:
-                covered[i] += 1
-                covered[i + n] -= 1
-            boiler = np.cumsum(covered[:-1]) > 0
-            in_window = np.concatenate([[0], np.cumsum(boiler)])
-            for i in range(len(w) - n + 1):
-                if 2 * (in_window[i + n] - in_window[i]) > n:
-                    self.boilerplate += 1
-                    continue
-                self.grams.setdefault(tuple(w[i:i + n]), (bench, task_id))
-        self.problems = []
-
-    def hit(self, text: str) -> tuple[str, str, str] | None:
-        """(benchmark, task_id, the matching n-gram) of the first match, or None."""
-        w = words(text)
-        for size, table in [(self.n, self.grams), *sorted(self.short.items())]:
-            if not table:
-                continue
-            for i in range(len(w) - size + 1):
-                gram = tuple(w[i:i + size])
-                found = table.get(gram)
-                if found:
-                    return found[0], found[1], " ".join(gram)
-        return None
-
-
-def registry_problem_texts(cfg, names: list[str]) -> Iterator[tuple[str, str, str]]:
-    """(benchmark, task_id, text) from the evaluation registry."""
-    from codeblock.evaluate.registry import iter_problem_texts
-
-    yield from iter_problem_texts(cfg, names)
-
-
-def build_decontaminator(cfg, problem_texts: ProblemTexts | None = None) -> tuple[Decontaminator, dict[str, str]]:
-    """Index every configured benchmark; returns the index and {unavailable benchmark: why}."""
-    fc = cfg.filter
-    problem_texts = problem_texts or registry_problem_texts
-    dec = Decontaminator(fc.decontam_ngram, fc.decontam_min_words, fc.decontam_common_problems)
-    unavailable: dict[str, str] = {}
-    for name in fc.decontam_benchmarks:
-        try:
-            items = list(problem_texts(cfg, [name]))
-        except Exception as e:  # a missing file, an unknown name, no registry, no hub access
-            log.warning("decontamination: benchmark %r unavailable, skipped: %s", name, e)
-            unavailable[name] = f"{type(e).__name__}: {e}"
-            continue
-        if not items:
-            log.warning("decontamination: benchmark %r yielded no problems, skipped", name)
-            unavailable[name] = "no problems"
-            continue
-        for bench, task_id, text in items:
-            dec.add(bench, str(task_id), text or "")
-    dec.finalize()
-    return dec, unavailable
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ A method returns a `Selection`: per sample, the response-relative token indices 
     <labels_dir>/<method>/stats.json       flat numeric metrics (DVC metrics)
     <labels_dir>/<method>/ratios.csv       per-sample supervised ratio (DVC plot)
     <labels_dir>/<method>/items.parquet    codeblock only: U, Ũ, Reach, Bridge, P, selected per item
+    <labels_dir>/<method>/prose_words.json codeblock only: the chosen prose words, most frequent first
 Labels are -100 everywhere except the selected response tokens; prompt tokens are always -100.
 Budget helpers (`fill_budget`, `top_tokens`, `budget_groups`) live here too, so every method
 spends its budget by the same rules.
@@ -22,7 +23,8 @@ import numpy as np
 
 from codeblock.stages import stage_hash
 
-FULL_TOKEN_METHODS = ("full", "full_filtered")  # their budget is every response token
+FULL_TOKEN_METHODS = ("full", "full_filtered", "ds2")  # their budget is every response token
+TOP_WORDS = 100  # prose words listed in prose_words.json
 
 
 @dataclass
@@ -48,6 +50,7 @@ class Selection:
     extra: dict = field(default_factory=dict)  # method-specific numeric stats
     items: object = None  # optional pyarrow Table of per-item details
     inputs: dict = field(default_factory=dict)  # input path -> sha256, for provenance
+    words: list = field(default_factory=list)  # (prose word, times chosen), most frequent first
 
 
 
@@ -152,7 +155,7 @@ def write_selection(cfg, sel: Selection) -> dict:
     from codeblock.core.tracking import stage_run
 
     out_dir = Path(cfg.paths.labels_dir) / sel.method
-    budget = 1.0 if sel.method in FULL_TOKEN_METHODS else cfg.select.budget
+    budget = 1.0 if sel.method.split("+")[0] in FULL_TOKEN_METHODS else cfg.select.budget
     stats = selection_stats(sel, budget)
     table = pa.table({
         "id": pa.array([s.id for s in sel.samples], pa.string()),
@@ -177,12 +180,17 @@ def write_selection(cfg, sel: Selection) -> dict:
             k = 0 if s.selected is None else len(s.selected)
             w.writerow([s.id, s.n_response, k, s.n_code, s.n_prose, f"{k / s.n_response if s.n_response else 0.0:.6f}"])
         atomic_write_text(out_dir / "ratios.csv", buf.getvalue())
+        if sel.words:
+            write_json(out_dir / "prose_words.json", {"top_words": [[w, c] for w, c in sel.words[:TOP_WORDS]],
+                                                      "distinct": len(sel.words)})
+            outputs.append(str(out_dir / "prose_words.json"))
+            tr.log_artifact(out_dir / "prose_words.json")
         if sel.items is not None:
             write_parquet(out_dir / "items.parquet", sel.items, metadata=meta)
             outputs.append(str(out_dir / "items.parquet"))
         tr.log_metrics(stats)
         tr.log_artifact(out_dir / "stats.json")
-    return {"outputs": outputs, "metrics": stats}
+    return {"outputs": outputs, "metrics": stats, "top_words": [list(x) for x in sel.words[:TOP_WORDS]]}
 
 
 def read_segments(path: str | Path, include_dropped: bool = False) -> list[dict]:
@@ -198,8 +206,10 @@ def load_scores(cfg) -> dict[str, dict]:
     return _load(cfg)
 
 
-def join_scores(segments: list[dict], scores: dict[str, dict], path: str = "segments") -> list[np.ndarray]:
-    """The per-response-token score array of each segmented sample, checking that tokenization matches."""
+def join_scores(segments: list[dict], scores: dict[str, dict], path: str = "segments",
+                column: str = "gce") -> list[np.ndarray]:
+    """The per-response-token score array (`column`: gce | ce) of each segmented sample, checking
+    that tokenization matches."""
     from codeblock.core.io import BadRowError
 
     out = []
@@ -211,9 +221,12 @@ def join_scores(segments: list[dict], scores: dict[str, dict], path: str = "segm
                 np.asarray(sc["input_ids"], dtype=np.int64), np.asarray(r["input_ids"], dtype=np.int64)):
             raise BadRowError(path, k, "input_ids", f"sample {r['id']!r}: scored and segmented tokenizations differ "
                               "(score.max_length or the model changed; re-run segment and score)")
-        g = np.asarray(sc["gce"], dtype=np.float64)
+        if column not in sc:
+            raise BadRowError(path, k, column, f"sample {r['id']!r}: the score cache has no {column!r} column "
+                              "(re-run `codeblock score`)")
+        g = np.asarray(sc[column], dtype=np.float64)
         if len(g) != r["response_end"] - r["response_start"]:
-            raise BadRowError(path, k, "gce", f"{len(g)} scores for {r['response_end'] - r['response_start']} tokens")
+            raise BadRowError(path, k, column, f"{len(g)} scores for {r['response_end'] - r['response_start']} tokens")
         out.append(g)
     return out
 

@@ -35,6 +35,13 @@ class LanguageSpec:
     # A statement made of nothing but this child type is a docstring (no core tokens).
     docstring_statement: str = "expression_statement"
     docstring_child: str = "string"
+    # Named nodes a printed value or a data literal is made of: an untagged block built only of
+    # statements of these is data (`[1, 2]`, `{"a": 1}`, `6`, a CSV row), not code.
+    data_nodes: tuple[str, ...] = (
+        "expression_statement", "identifier", "integer", "float", "string", "string_start", "string_content",
+        "string_end", "escape_sequence", "concatenated_string", "true", "false", "none", "list", "tuple", "set",
+        "dictionary", "pair", "expression_list", "parenthesized_expression", "unary_operator", "comment",
+    )
 
 
 LANGUAGES: dict[str, LanguageSpec] = {

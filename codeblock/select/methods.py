@@ -2,12 +2,14 @@
 
 Methods: `codeblock` (codeblock/select/priority.py, METHOD.md stages 4-5) and the baselines of
 codeblock/select/baselines.py, all returning a `Selection` that codeblock/select/labels.py writes.
+Any of them may carry ablation settings, `codeblock+rerank=none` (codeblock/select/variants.py).
 """
 
 from __future__ import annotations
 
 from codeblock.select.labels import join_scores, load_scores, read_segments, write_selection
 from codeblock.select.priority import select_codeblock
+from codeblock.select.variants import variant_config
 from codeblock.stages import StageContext, StageResult
 
 
@@ -20,16 +22,19 @@ def run_select(cfg, method: str | None = None, scores: dict[str, dict] | None = 
     from codeblock.select import baselines
 
     method = method or cfg.select.method
-    if method == "codeblock":
+    base, cfg = variant_config(cfg, method)
+    if base == "codeblock":
         segments = read_segments(cfg.paths.segments)
         scores = load_scores(cfg) if scores is None else scores
-        sel = select_codeblock(cfg, segments, join_scores(segments, scores, cfg.paths.segments))
+        util = join_scores(segments, scores, cfg.paths.segments, column=cfg.select.utility)
+        sel = select_codeblock(cfg, segments, util)
         sel.inputs = {cfg.paths.segments: sha256_file(cfg.paths.segments)}
-    elif method in baselines.METHODS:
-        sel = baselines.METHODS[method](cfg, scores)
+    elif base in baselines.METHODS:
+        sel = baselines.METHODS[base](cfg, scores)
     else:
         known = ["codeblock", *baselines.METHODS]
-        raise ValueError(f"select.method {method!r} is not one of {known}")
+        raise ValueError(f"select.method {method!r}: {base!r} is not one of {known}")
+    sel.method = method
     return write_selection(cfg, sel)
 
 
@@ -42,4 +47,8 @@ def summary(res: StageResult) -> str:
     m = res.metrics
     keys = ("samples", "response_tokens", "supervised_tokens", "supervised_ratio", "budget", "code_tokens",
             "prose_tokens", "items_selected", "samples_zero_supervision")
-    return "\n".join([*(f"{k:26s} {m[k]}" for k in keys), "wrote " + ", ".join(res.outputs)])
+    lines = [f"{k:26s} {m[k]}" for k in keys]
+    words = res.payload.get("top_words")
+    if words:
+        lines.append("top prose words           " + ", ".join(f"{w} ({c})" for w, c in words[:15]))
+    return "\n".join([*lines, "wrote " + ", ".join(res.outputs)])

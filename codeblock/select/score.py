@@ -21,7 +21,9 @@ by length (bucketing), right-padded; the device and dtype come from `model.*`.
 Cache: `paths.scores_dir/<model_key>/shard-XXXXX.parquet`, `score.shard_size` samples per shard
 in filtered-pool order, columns
     id (str), sample_hash (str), input_ids (list<int32>), response_start (int32),
-    response_end (int32), gce (list<float32>, one per token in [response_start, response_end))
+    response_end (int32), gce (list<float32>, one per token in [response_start, response_end)),
+    ce (list<float32>: the same in plain cross-entropy -log p; excess mode: CE_base - CE_ref, the
+    score of Token Cleaning and Rho-1)
 and, in excess mode, base_gce and ref_gce. `model_key` is a short hash of the scoring identity:
 the model's identity (`codeblock.core.models.model_identity`: GGUF/weights hash, or hub id), dtype,
 mode, q, max_length and, for excess, the reference's identity. A shard is written atomically
@@ -48,7 +50,7 @@ from codeblock.stages import StageContext, StageResult, stage_hash
 
 log = logging.getLogger(__name__)
 
-SCORE_VERSION = 1  # bump when the computation changes: it is part of the cache key
+SCORE_VERSION = 2  # bump when the computation changes: it is part of the cache key
 SHARD_GLOB = "shard-*.parquet"
 
 
@@ -168,6 +170,7 @@ def _shard_table(rows: list[dict], excess: bool):
     fields = [
         ("id", pa.string()), ("sample_hash", pa.string()), ("input_ids", pa.list_(pa.int32())),
         ("response_start", pa.int32()), ("response_end", pa.int32()), ("gce", pa.list_(pa.float32())),
+        ("ce", pa.list_(pa.float32())),
     ]
     if excess:
         fields += [("base_gce", pa.list_(pa.float32())), ("ref_gce", pa.list_(pa.float32()))]
@@ -329,9 +332,10 @@ def run_score(cfg, progress: bool = True) -> dict:
                                "response_start": e.response_start, "response_end": e.response_end}
                         if excess:
                             refg = gce_from_logp(ref_lp[n_], sc.gce_q).astype(np.float32)
-                            res.update(gce=base - refg, base_gce=base, ref_gce=refg)
+                            res.update(gce=base - refg, base_gce=base, ref_gce=refg,
+                                       ce=(ref_lp[n_] - base_lp[n_]).astype(np.float32))
                         else:
-                            res["gce"] = base
+                            res.update(gce=base, ce=-base_lp[n_].astype(np.float32))
                         results[fresh[j]] = res
                     n_tok = sum(len(e.input_ids) for e in be)
                     metrics["tokens_scored"] += n_tok
@@ -381,7 +385,7 @@ def _mean_gce(folder: Path, n_shards: int) -> float:
 
 def load_scores(cfg) -> dict[str, dict]:
     """id -> {"input_ids": np.int32 array, "response_start": int, "response_end": int,
-    "gce": np.float32 array (one per token in [response_start, response_end))}, from the cache
+    "gce", "ce": np.float32 arrays (one per token in [response_start, response_end))}, from the cache
     of the configured scoring identity (run `codeblock score` first)."""
     import pyarrow.parquet as pq
 
@@ -391,15 +395,17 @@ def load_scores(cfg) -> dict[str, dict]:
         raise FileNotFoundError(f"{folder}: no scores for this model/mode (run `codeblock score`)")
     out: dict[str, dict] = {}
     for name in json.loads(index.read_text())["shards"]:
-        t = pq.read_table(folder / name, columns=["id", "input_ids", "response_start", "response_end", "gce"])
+        t = pq.read_table(folder / name, columns=["id", "input_ids", "response_start", "response_end", "gce", "ce"])
         ids = t.column("id").to_pylist()
         inp = t.column("input_ids").to_pylist()
         rs = t.column("response_start").to_pylist()
         re_ = t.column("response_end").to_pylist()
         gce = t.column("gce").to_pylist()
+        ce = t.column("ce").to_pylist()
         for i, id_ in enumerate(ids):
             out[id_] = {"input_ids": np.asarray(inp[i], dtype=np.int32), "response_start": int(rs[i]),
-                        "response_end": int(re_[i]), "gce": np.asarray(gce[i], dtype=np.float32)}
+                        "response_end": int(re_[i]), "gce": np.asarray(gce[i], dtype=np.float32),
+                        "ce": np.asarray(ce[i], dtype=np.float32)}
     return out
 
 

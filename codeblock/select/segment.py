@@ -1,14 +1,19 @@
 """Stage 2: split each response into prose and code, and code into tree-sitter coding items.
 
 Pipeline per sample (METHOD.md section 2):
-1. `split_markdown`: markdown code fences (``` or ~~~, CommonMark rules: a fence closes only with
-   the same character, at least as long, and no info string; an unterminated fence runs to the end;
-   a fence tagged markdown/md is split again, so fences nested inside it are found). A response
-   with no fence that parses cleanly as code (and is not a bare word) is one code block.
+1. `split_markdown` (codeblock/core/markdown.py, the project's one fence parser): prose and fenced
+   code blocks. A response with no fence that parses cleanly as code (and is more than data) is
+   one code block. A tagged fence is parsed with the grammar of its tag (none: not itemised); an
+   untagged fence is parsed with `segment.default_language` only when
+   codeblock/select/fencelang.py rates it code - shell, console sessions, tracebacks, printed
+   data and text are neither items nor prose (counted in the stage metrics `untagged_*`).
 2. `itemise_block`: each statement of a code block is an item; a compound statement (def, class,
    if, for, while, with, try, match, and their clauses) longer than `segment.max_item_tokens`
    tokens of the model's tokenizer is split into its header item and its recursed body.
-   Decorators stay with their definition. Comments and blank lines belong to no item. A statement
+   Decorators stay with their definition. Comments and blank lines belong to no item.
+   Truncation (`score.max_length` cuts the response): a compound statement the cut goes through
+   is split the same way, so its complete header and complete inner statements stay items; only
+   the statements the cut goes through (and everything after it) are dropped. A statement
    with a syntax error is split if it has a body, so that valid parts survive; the erroneous
    region itself is never an item (`segment.on_error: drop_sample` drops the whole sample).
 3. Char/token mapping: tree-sitter gives UTF-8 byte offsets; they are mapped to character offsets
@@ -19,8 +24,8 @@ Pipeline per sample (METHOD.md section 2):
 4. Core logic tokens of an item: tokens overlapping a leaf that carries program meaning
    (identifiers, keywords, operators, literals; strings are one literal) - not punctuation,
    brackets, commas, colons, whitespace, comments or docstrings.
-5. Prose tokens eligible for the NL share: tokens wholly inside prose that contain a letter or
-   digit once markdown syntax is stripped, and are not English stop-words.
+5. Prose words eligible for the NL share (codeblock/select/prose.py): whole words of prose (all
+   their tokens, or none), never markup, numbers, URLs or stop-words, each with its sentence key.
 6. Reach and Bridge of each item from codeblock/dataflow.py (zeros if `dataflow.enabled` is off).
 
 Output `cfg.paths.segments` (parquet), one row per sample, token indices RELATIVE to
@@ -31,114 +36,42 @@ response_start (0 = first response token):
     response_end      int32          one past the last kept response token
     dropped           bool           on_error=drop_sample and a code block had a syntax error
     n_blocks          int32          code blocks found; n_error_regions int32
-    block_lang        list<str>      language of each code block ('' if no grammar)
+    block_lang        list<str>      language of each code block ('' if no grammar or not code)
+    block_kind        list<str>      'tagged' | 'unfenced' | verdict on an untagged fence (fencelang.KINDS)
     block_char_start / block_char_end  list<int32>  char span of each block's code in the response
     item_block        list<int32>    block index of each item
     item_kind         list<str>      tree-sitter node type (header items: '<type>:header')
     item_char_start / item_char_end list<int32>  char span in the response
     item_tokens       list<list<int32>>  token indices of the item
     item_core         list<list<int32>>  its core-logic token indices (subset of item_tokens)
+    item_lines        list<list<int32>>  positions in item_tokens where a source line starts
     item_reach / item_bridge  list<float32>
-    prose_tokens      list<int32>    eligible prose token indices
+    prose_tokens      list<int32>    eligible prose token indices (the tokens of prose_words)
+    prose_words       list<list<int32>>  token indices of each eligible prose word
+    prose_word_text   list<str>      the word, lower case
+    prose_word_sentence list<int64>  key of its sentence (prose.sentence_key)
 Schema metadata (key `codeblock`): config hash of segment/dataflow/score.max_length/model, input sha256.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
-from bisect import bisect_left, bisect_right
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import chain
 
 import numpy as np
 
+from codeblock.core.markdown import Region, split_markdown
+from codeblock.select.fencelang import KINDS, classify_untagged
+from codeblock.select.items import BlockItemiser, Item, TokenSpans, assign_tokens, block_source
 from codeblock.select.languages import LanguageSpec, get_spec, parser_for
+from codeblock.select.prose import prose_words
 from codeblock.stages import StageContext, StageResult, stage_hash
-
-# ---------------------------------------------------------------------------------------------
-# Markdown fences
-
-_LINE_RE = re.compile(r"[^\n]*\n|[^\n]+")
-_FENCE_OPEN_RE = re.compile(r"^( *)(`{3,}|~{3,})(.*)$")
-_MARKDOWN_TAGS = {"markdown", "md"}
-
-
-@dataclass
-class Region:
-    kind: str  # "code" | "prose"
-    start: int  # char span in the text (code: the code only, fence lines excluded)
-    end: int
-    lang: str = ""  # fence info string's first word (code only)
-    indent: int = 0  # spaces before the opening fence: removed from each code line before parsing
-
-
-def _lines(text: str, base: int):
-    for m in _LINE_RE.finditer(text):
-        line = m.group(0)
-        yield base + m.start(), base + m.end(), line.rstrip("\n").rstrip("\r")
-
-
-_FENCE_LINE_RE = re.compile(r"^ *(?:`{3,}|~{3,})[^\n]*$", re.MULTILINE)
-
-
-def split_markdown(text: str, base: int = 0) -> list[Region]:
-    """Prose and fenced code regions of `text` (offsets shifted by `base`); fence lines are in neither."""
-    if "```" not in text and "~~~" not in text:
-        return [Region("prose", base, base + len(text))] if text else []
-    # only lines that look like a fence matter: (start, end incl. newline, line without \r)
-    cands = []
-    for m in _FENCE_LINE_RE.finditer(text):
-        end = m.end() + 1 if m.end() < len(text) else m.end()
-        cands.append((base + m.start(), base + end, m.group(0).rstrip("\r")))
-    regions: list[Region] = []
-    prose_start = base
-    i = 0
-    while i < len(cands):
-        ls, le, body = cands[i]
-        m = _FENCE_OPEN_RE.match(body)
-        if not m or (m.group(2)[0] == "`" and "`" in m.group(3)):
-            i += 1
-            continue
-        indent, fence, info = len(m.group(1)), m.group(2), m.group(3).strip()
-        if ls > prose_start:
-            regions.append(Region("prose", prose_start, ls))
-        close = None
-        for j in range(i + 1, len(cands)):
-            stripped = cands[j][2].lstrip(" ")
-            if stripped.startswith(fence[0] * len(fence)) and not stripped.lstrip(fence[0]).strip():
-                close = j
-                break
-        code_start = le
-        code_end = cands[close][0] if close is not None else base + len(text)
-        tag = info.split(maxsplit=1)[0].lower() if info else ""
-        if tag in _MARKDOWN_TAGS:
-            regions.extend(split_markdown(text[code_start - base:code_end - base], code_start))
-        else:
-            regions.append(Region("code", code_start, code_end, tag, indent))
-        i = (close + 1) if close is not None else len(cands)
-        prose_start = cands[close][1] if close is not None else base + len(text)
-    if prose_start < base + len(text):
-        regions.append(Region("prose", prose_start, base + len(text)))
-    return regions
 
 
 def looks_like_code(text: str, spec: LanguageSpec) -> bool:
-    """An unfenced response counts as code if it parses without error and is more than bare words."""
-    if not text.strip():
-        return False
-    tree = parser_for(spec.name).parse(text.encode("utf-8"))
-    root = tree.root_node
-    if root.has_error:
-        return False
-    stmts = [c for c in root.named_children if c.type not in spec.comments]
-    if not stmts:
-        return False
-    for s in stmts:
-        kids = s.named_children
-        if not (s.type == spec.docstring_statement and len(kids) == 1 and kids[0].type in ("identifier", spec.docstring_child)):
-            return True
-    return False
+    """An unfenced response counts as code if it parses without error and is more than data."""
+    return classify_untagged(text, spec) == "code"
 
 
 def find_regions(response: str, default_language: str) -> list[Region]:
@@ -150,251 +83,23 @@ def find_regions(response: str, default_language: str) -> list[Region]:
     return regions
 
 
-# ---------------------------------------------------------------------------------------------
-# Token spans
 
-_STOP_WORDS = frozenset(
-    """a about above after again against all am an and any are as at be because been before being below
-    between both but by can could did do does doing down during each few for from further had has have having
-    he her here hers herself him himself his how i if in into is it its itself just let me more most my myself
-    no nor not now of off on once only or other our ours ourselves out over own same she should so some such
-    than that the their theirs them themselves then there these they this those through to too under until up
-    very was we were what when where which while who whom why will with would you your yours yourself
-    yourselves s t ll ve re d m also may might must shall us""".split()
-)
-_MD_CHARS = "#*_>`~-=|[](){}!:;,.?\"'/\\+<>^$%&@ \t\r\n"
-
-
-_IS_SPACE = np.array([chr(c).isspace() for c in range(0x3002)], dtype=bool)  # last entry: any higher code point
-
-
-class TokenSpans:
-    """Response token spans with surrounding whitespace trimmed, for bisect lookups.
-
-    Vectorised: `nxt[i]` is the first non-space char at or after i, `prv[i]` one past the last
-    non-space char before i; a token (a, b) becomes (nxt[a], prv[b]) unless it is all whitespace."""
-
-    __slots__ = ("starts", "ends", "n", "text", "ts", "te")
-
-    def __init__(self, response: str, offsets):
-        n = len(offsets)
-        self.n, self.text = n, response
-        if n == 0:
-            self.starts, self.ends = [], []
-            self.ts = self.te = np.zeros(0, dtype=np.int64)
-            return
-        off = np.fromiter(chain.from_iterable(offsets), dtype=np.int64, count=2 * n).reshape(n, 2)
-        a, b = off[:, 0], off[:, 1]
-        cps = np.frombuffer(response.encode("utf-32-le"), dtype=np.uint32)
-        solid = ~_IS_SPACE[np.minimum(cps, len(_IS_SPACE) - 1)]
-        L = len(cps)
-        idx = np.arange(L + 1, dtype=np.int64)
-        nxt = np.where(np.append(solid, True), idx, L)
-        nxt = np.minimum.accumulate(nxt[::-1])[::-1]  # first solid char >= i (L if none)
-        prv = np.where(np.insert(solid, 0, True), idx, 0)
-        prv = np.maximum.accumulate(prv)  # one past the last solid char < i (0 if none)
-        ts, te = nxt[a], prv[b]
-        blank = ts >= b
-        self.ts, self.te = np.where(blank, a, ts), np.where(blank, b, te)
-        self.starts, self.ends = self.ts.tolist(), self.te.tolist()
-
-    def touching(self, spans: np.ndarray) -> np.ndarray:
-        """Bool per token: its span overlaps one of the (k, 2) char `spans`."""
-        delta = np.zeros(len(self.text) + 2, dtype=np.int32)
-        np.add.at(delta, spans[:, 0], 1)
-        np.add.at(delta, spans[:, 1], -1)
-        mark = np.cumsum(delta[:-1]) > 0  # chars covered by at least one span
-        cum = np.concatenate(([0], np.cumsum(mark)))
-        return cum[self.te] > cum[self.ts]
-
-    def inside(self, cs: int, ce: int) -> tuple[int, int]:
-        """[lo, hi): tokens whose span lies wholly inside chars [cs, ce)."""
-        lo = bisect_left(self.starts, cs)
-        hi = bisect_right(self.ends, ce, lo)
-        return lo, max(lo, hi)
-
-    def eligible_prose(self, lo: int, hi: int) -> list[int]:
-        out = []
-        for k in range(lo, hi):
-            word = self.text[self.starts[k]:self.ends[k]].strip(_MD_CHARS).lower()
-            if word and any(ch.isalnum() for ch in word) and word not in _STOP_WORDS:
-                out.append(k)
-        return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Items
-
-
-@dataclass
-class Item:
-    block: int
-    kind: str
-    char_start: int
-    char_end: int
-    byte_start: int  # inside the block's code
-    byte_end: int
-    tokens: list[int] = field(default_factory=list)
-    core: list[int] = field(default_factory=list)
-    tok_range: tuple[int, int] = (0, 0)  # tokens wholly inside [char_start, char_end)
-
-
-class _BlockItemiser:
-    """Walks one parsed code block and emits items (see the module docstring)."""
-
-    def __init__(self, spec: LanguageSpec, code: bytes, char_base: int, b2c, toks: TokenSpans,
-                 max_item_tokens: int, block_index: int):
-        self.spec, self.code, self.base, self.b2c = spec, code, char_base, b2c
-        self.toks, self.max_tokens, self.block = toks, max_item_tokens, block_index
-        self.items: list[Item] = []
-        self.core_spans: list[tuple[int, int]] = []
-        self.comment_spans: list[tuple[int, int]] = []
-        self.errors = 0
-        self.containers = set(spec.containers)
-        self.comments = set(spec.comments)
-        self.atomic = set(spec.atomic)
-        self.punct = set(spec.punctuation)
-        self.limit = toks.ends[-1] if toks.n else 0  # chars past this were truncated away
-
-    def c(self, byte: int) -> int:
-        return self.base + (byte if self.b2c is None else self.b2c[byte])
-
-    def _has_body(self, node) -> bool:
-        return any(k.type in self.containers for k in node.children)
-
-    def _is_clause(self, node) -> bool:
-        return node.is_named and self._has_body(node)
-
-    def visit_container(self, node) -> None:
-        for ch in node.children:
-            if ch.type in self.comments:
-                continue
-            if not ch.is_named:
-                if ch.type.strip() and ch.type not in (":", ";", "NEWLINE", "INDENT", "DEDENT"):
-                    self.errors += 1  # stray token (tree-sitter error recovery)
-                continue
-            self.visit_statement(ch)
-
-    def visit_statement(self, node) -> None:
-        if node.type == "ERROR" or node.is_missing:
-            self.errors += 1
-            return
-        target = node
-        if node.type in self.spec.wrappers:
-            target = node.child_by_field_name("definition") or node
-        splittable = self._has_body(target)
-        if not node.has_error:
-            lo, hi = self.toks.inside(self.c(node.start_byte), self.c(node.end_byte))
-            if hi - lo <= self.max_tokens or not splittable:
-                self.emit(node.type, node.start_byte, node.end_byte, [node])
-                return
-        elif not splittable:
-            self.errors += 1
-            return
-        self.split(node, target)
-
-    def split(self, node, target) -> None:
-        kids = target.children
-        first = next(i for i, k in enumerate(kids) if k.type in self.containers or self._is_clause(k))
-        head = [k for k in kids[:first] if k.type not in self.comments]
-        if target is not node:  # decorators (and anything before the definition) join the header
-            head = [k for k in node.children if k is not target and k.type not in self.comments] + head
-        if head:
-            if any(k.has_error or k.is_missing or k.type == "ERROR" for k in head):
-                self.errors += 1
-            else:
-                self.emit(f"{target.type}:header", node.start_byte, head[-1].end_byte, head)
-        for k in kids[first:]:
-            if k.type in self.comments:
-                continue
-            if k.type in self.containers:
-                self.visit_container(k)
-            elif k.is_named:
-                self.visit_statement(k)
-
-    def emit(self, kind: str, b0: int, b1: int, roots) -> None:
-        cs, ce = self.c(b0), self.c(b1)
-        if ce > self.limit:  # truncated by max_length: not a whole item any more
-            return
-        lo, hi = self.toks.inside(cs, ce)
-        if hi <= lo:
-            return
-        self._leaves(roots)
-        self.items.append(Item(self.block, kind, cs, ce, b0, b1, tok_range=(lo, hi)))
-
-    def _leaves(self, roots) -> None:
-        """Add the byte spans of core-logic leaves and of comments under `roots`."""
-        core, comments = self.core_spans, self.comment_spans
-        comment_t, atomic, punct = self.comments, self.atomic, self.punct
-        doc_stmt, doc_child = self.spec.docstring_statement, self.spec.docstring_child
-        stack = list(reversed(roots))
-        pop, extend = stack.pop, stack.extend
-        while stack:
-            n = pop()
-            t = n.type
-            if t in comment_t:
-                comments.append((n.start_byte, n.end_byte))
-            elif t in atomic:
-                core.append((n.start_byte, n.end_byte))
-            elif n.child_count == 0:
-                if t not in punct and t != "ERROR":
-                    a, b = n.start_byte, n.end_byte
-                    if b > a:
-                        core.append((a, b))
-            elif t == doc_stmt and n.named_child_count == 1 and n.named_children[0].type == doc_child:
-                continue  # a bare string statement: a docstring, no program meaning
-            else:
-                extend(reversed(n.children))
-
-    def char_spans(self, spans: list[tuple[int, int]]) -> np.ndarray:
-        """Byte spans of the parsed block -> (k, 2) char spans in the response."""
-        arr = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
-        return arr + self.base if self.b2c is None else np.asarray(self.b2c, dtype=np.int64)[arr]
-
-
-def assign_tokens(items: list[Item], toks: TokenSpans, core_spans, comment_spans) -> list[Item]:
-    """Resolve each item's token range into its tokens (minus comment tokens) and core tokens."""
-    if not items:
-        return items
-    is_comment = toks.touching(comment_spans)
-    is_core = toks.touching(core_spans) & ~is_comment
-    keep = []
-    for it in items:
-        lo, hi = it.tok_range
-        rng = np.arange(lo, hi)
-        tokens = rng[~is_comment[lo:hi]]
-        if len(tokens):
-            it.tokens, it.core = tokens.tolist(), rng[is_core[lo:hi]].tolist()
-            keep.append(it)
-    return keep
-
-
-def _block_source(response: str, r: Region) -> tuple[bytes, int, list[int] | None]:
-    """(UTF-8 bytes to parse, char base, byte -> response-char map or None when the map is base + byte).
-
-    Up to `r.indent` leading spaces are removed from every line (a fence indented inside a list
-    item); the map then points every parsed byte back at its character in the response."""
-    code = response[r.start:r.end]
-    data = code.encode("utf-8")
-    if r.indent == 0 and len(data) == len(code):
-        return data, r.start, None
-    chars: list[int] = []  # response char index of every char that is parsed
-    if r.indent:
-        parts = []
-        for m in _LINE_RE.finditer(code):
-            line = m.group(0)
-            k = min(r.indent, len(line) - len(line.lstrip(" ")))
-            parts.append(line[k:])
-            chars.extend(range(r.start + m.start() + k, r.start + m.end()))
-        code = "".join(parts)
-        data = code.encode("utf-8")
-    else:
-        chars = list(range(r.start, r.end))
-    m_: list[int] = []
-    for ci, ch in zip(chars, code):
-        m_.extend([ci] * len(ch.encode("utf-8")) if ord(ch) > 127 else (ci,))
-    m_.append(r.end)
-    return data, 0, m_
+def _line_starts(response: str, items: list[Item], toks: TokenSpans) -> None:
+    """Set each item's `line_starts`: positions in its tokens where a source line starts."""
+    sizes = np.fromiter((len(x.tokens) for x in items), dtype=np.int64, count=len(items))
+    flat = np.fromiter(chain.from_iterable(x.tokens for x in items), dtype=np.int64, count=int(sizes.sum()))
+    line = toks.line_of(flat)
+    first = np.cumsum(sizes) - sizes
+    new = np.empty(len(flat), dtype=bool)
+    new[0] = True
+    np.not_equal(line[1:], line[:-1], out=new[1:])
+    new[first] = True
+    pos = np.flatnonzero(new)
+    owner = np.searchsorted(first, pos, side="right") - 1
+    rel = (pos - first[owner]).tolist()
+    bounds = np.searchsorted(owner, np.arange(len(items) + 1)).tolist()
+    for k, x in enumerate(items):
+        x.line_starts = rel[bounds[k]:bounds[k + 1]]
 
 
 @dataclass
@@ -402,11 +107,15 @@ class Segmented:
     regions: list[Region]
     blocks: list[Region]
     block_lang: list[str]
+    block_kind: list[str]  # 'tagged', 'unfenced', or classify_untagged's verdict on an untagged fence
     items: list[Item]
     prose_tokens: list[int]
     n_error_regions: int
     reach: list[float]
     bridge: list[float]
+    prose_words: list[list[int]]  # token indices of each eligible prose word (codeblock/select/prose.py)
+    prose_word_text: list[str]
+    prose_word_sentence: list[int]  # key of the word's sentence (boilerplate discount)
 
 
 def segment_response(response: str, offsets, *, max_item_tokens: int = 64, default_language: str = "python",
@@ -423,15 +132,24 @@ def segment_response(response: str, offsets, *, max_item_tokens: int = 64, defau
     bridge: list[float] = []
     errors = 0
     blocks = [r for r in regions if r.kind == "code"]
-    langs = []
+    langs, kinds = [], []
+    unfenced = len(blocks) == 1 and len(regions) == 1 and blocks[0].end - blocks[0].start == len(response)
     for bi, r in enumerate(blocks):
         spec = get_spec(r.lang, default_language)
+        data, base, b2c = block_source(response, r)
+        if unfenced:
+            kinds.append("unfenced")
+        elif r.lang:
+            kinds.append("tagged")
+        else:
+            kinds.append(classify_untagged(data.decode("utf-8"), spec))
+            if kinds[-1] != "code":
+                spec = None  # shell, output, data: neither items nor prose
         langs.append(spec.name if spec else "")
         if spec is None:
             continue
-        data, base, b2c = _block_source(response, r)
         tree = parser_for(spec.name).parse(data)
-        it = _BlockItemiser(spec, data, base, b2c, toks, max_item_tokens, bi)
+        it = BlockItemiser(spec, data, base, b2c, toks, max_item_tokens, bi)
         it.visit_container(tree.root_node)
         errors += it.errors
         found = assign_tokens(it.items, toks, it.char_spans(it.core_spans), it.char_spans(it.comment_spans))
@@ -442,12 +160,15 @@ def segment_response(response: str, offsets, *, max_item_tokens: int = 64, defau
             rb = ([0.0] * len(found), [0.0] * len(found))
         reach.extend(rb[0])
         bridge.extend(rb[1])
-    prose: list[int] = []
+    if items:
+        _line_starts(response, items, toks)
+    words = []
     for r in regions:
         if r.kind == "prose":
-            lo, hi = toks.inside(r.start, r.end)
-            prose.extend(toks.eligible_prose(lo, hi))
-    return Segmented(regions, blocks, langs, items, prose, errors, reach, bridge)
+            words.extend(prose_words(response, r.start, r.end, toks.starts, toks.ends))
+    prose = sorted({k for w in words for k in w[0]})
+    return Segmented(regions, blocks, langs, kinds, items, prose, errors, reach, bridge,
+                     [w[0] for w in words], [w[1] for w in words], [w[2] for w in words])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -488,6 +209,7 @@ def _row(sample_id: str, response: str, enc, cfg) -> dict:
         "n_blocks": len(seg.blocks),
         "n_error_regions": seg.n_error_regions,
         "block_lang": seg.block_lang,
+        "block_kind": seg.block_kind,
         "block_char_start": [b.start for b in seg.blocks],
         "block_char_end": [b.end for b in seg.blocks],
         "item_block": [x.block for x in items],
@@ -496,9 +218,13 @@ def _row(sample_id: str, response: str, enc, cfg) -> dict:
         "item_char_end": [x.char_end for x in items],
         "item_tokens": [x.tokens for x in items],
         "item_core": [x.core for x in items],
+        "item_lines": [x.line_starts for x in items],
         "item_reach": [] if dropped else seg.reach,
         "item_bridge": [] if dropped else seg.bridge,
         "prose_tokens": [] if dropped else seg.prose_tokens,
+        "prose_words": [] if dropped else seg.prose_words,
+        "prose_word_text": [] if dropped else seg.prose_word_text,
+        "prose_word_sentence": [] if dropped else seg.prose_word_sentence,
     }
 
 
@@ -514,17 +240,19 @@ def _work(batch):
 SCHEMA_FIELDS = {
     "id": "string", "input_ids": "list<int32>", "response_start": "int32", "response_end": "int32",
     "dropped": "bool", "n_blocks": "int32", "n_error_regions": "int32", "block_lang": "list<string>",
+    "block_kind": "list<string>",
     "block_char_start": "list<int32>", "block_char_end": "list<int32>", "item_block": "list<int32>",
     "item_kind": "list<string>", "item_char_start": "list<int32>", "item_char_end": "list<int32>",
-    "item_tokens": "list<list<int32>>", "item_core": "list<list<int32>>", "item_reach": "list<float32>",
+    "item_tokens": "list<list<int32>>", "item_core": "list<list<int32>>", "item_lines": "list<list<int32>>", "item_reach": "list<float32>",
     "item_bridge": "list<float32>", "prose_tokens": "list<int32>",
+    "prose_words": "list<list<int32>>", "prose_word_text": "list<string>", "prose_word_sentence": "list<int64>",
 }
 
 
 def arrow_schema():
     import pyarrow as pa
 
-    prim = {"string": pa.string(), "int32": pa.int32(), "bool": pa.bool_(), "float32": pa.float32()}
+    prim = {"string": pa.string(), "int32": pa.int32(), "int64": pa.int64(), "bool": pa.bool_(), "float32": pa.float32()}
 
     def parse(t: str):
         if t.startswith("list<"):
@@ -603,6 +331,7 @@ def run_segment(cfg, limit: int = 0) -> dict:
             "response_tokens": resp_tokens,
             "item_token_share": item_tokens / max(1, resp_tokens),
             "prose_tokens_eligible": sum(len(r["prose_tokens"]) for r in out),
+            **fence_counts(out),
         }
         meta = {
             "stage": "segment",
@@ -615,6 +344,20 @@ def run_segment(cfg, limit: int = 0) -> dict:
         write_parquet(cfg.paths.segments, pa.Table.from_pylist(out, schema=arrow_schema()), metadata=meta)
         tr.log_metrics(metrics)
     return {"outputs": [cfg.paths.segments], "metrics": metrics}
+
+
+def fence_counts(rows: list[dict]) -> dict[str, int]:
+    """Code blocks by kind: tagged fences, unfenced code responses, and the verdicts on untagged fences."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        for k in r["block_kind"]:
+            counts[k] = counts.get(k, 0) + 1
+    untagged = {k: counts.get(k, 0) for k in KINDS}
+    out = {"blocks_tagged": counts.get("tagged", 0), "blocks_unfenced": counts.get("unfenced", 0),
+           "untagged_fences": sum(untagged.values()), "untagged_code": untagged["code"],
+           "untagged_not_code": sum(untagged.values()) - untagged["code"]}
+    out.update({f"untagged_{k}": v for k, v in untagged.items() if k != "code"})
+    return out
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
