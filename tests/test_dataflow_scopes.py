@@ -157,6 +157,26 @@ def test_deep_block_keeps_its_items_through_segmentation(depth):
     assert seg.bridge == [0.0, 0.0, 0.0]
 
 
+@pytest.mark.parametrize("depth", [50, 340])
+def test_deep_block_split_into_items_without_recursion_error(depth):
+    """With a small item limit every `if` is split: its header is an item down to
+    MAX_SPLIT_DEPTH, below that the rest of the nest is one item; the block is counted as deep."""
+    from codeblock.select.items import MAX_SPLIT_DEPTH
+
+    code, _ = _nested_ifs(depth)
+    seg = segment_response(code, [(i, i + 1) for i in range(len(code))], max_item_tokens=4)
+    kinds = [it.kind for it in seg.items]
+    if depth <= MAX_SPLIT_DEPTH and depth <= df.MAX_DEPTH:
+        # `x = 1`, `depth` headers, `pass`, `print(x)`
+        assert len(seg.items) == depth + 3 and seg.n_deep_blocks == 0
+        assert kinds.count("if_statement:header") == depth
+    else:
+        # `x = 1`, MAX_SPLIT_DEPTH headers, the rest of the nest whole, `print(x)`
+        assert kinds.count("if_statement:header") == MAX_SPLIT_DEPTH
+        assert kinds[MAX_SPLIT_DEPTH + 1] == "if_statement" and len(seg.items) == MAX_SPLIT_DEPTH + 3
+        assert seg.n_deep_blocks == 1 and set(seg.reach) == {0.0}
+
+
 def test_long_flat_expressions_are_not_deep():
     code = "x = " + " + ".join(f"a{i}" for i in range(3000)) + "\ny = x\n"
     n = len(code)

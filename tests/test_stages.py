@@ -90,3 +90,47 @@ def test_no_module_imports_flows_or_cli():
         text = path.read_text()
         assert not re.search(r"^\s*(from|import) flows\b", text, re.M), path
         assert not re.search(r"^\s*(from|import) codeblock\.cli\b", text, re.M), path
+
+
+PLUMBING = {"codeblock.stages", "codeblock.core.config", "codeblock.core.params", "codeblock.core.io",
+            "codeblock.core.tracking", "codeblock.core.launch", "codeblock.core.mlflow_pyfunc"}
+
+
+def _imports(module: str) -> set[str]:
+    """codeblock modules `module` imports (top-level or inside functions), by static reading."""
+    path = ROOT / (module.replace(".", "/") + ".py")
+    if not path.exists():
+        path = ROOT / module.replace(".", "/") / "__init__.py"
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("codeblock"):
+            for alias in node.names:  # `from codeblock.select import dataflow` imports a module
+                sub = f"{node.module}.{alias.name}"
+                out.add(sub if (ROOT / (sub.replace(".", "/") + ".py")).exists() else node.module)
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("codeblock")}
+    return {m for m in out if m != "codeblock"}
+
+
+def _closure(module: str) -> set[str]:
+    seen, todo = set(), [module]
+    while todo:
+        m = todo.pop()
+        if m in seen or m in PLUMBING:
+            continue
+        seen.add(m)
+        todo.extend(_imports(m))
+    return seen
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_dvc_code_deps_cover_what_the_stage_imports(name):
+    """Every result-bearing module a stage imports (transitively) is a DVC dependency of it, so
+    editing that code reruns the stage."""
+    code = [d.rstrip("/") for d in DVC[name].get("deps", []) if isinstance(d, str) and d.startswith("codeblock")]
+    missing = []
+    for mod in sorted(_closure(STAGES[name].module)):
+        f = mod.replace(".", "/")
+        if not any(f + ".py" == d or f == d or f.startswith(d + "/") for d in code):
+            missing.append(f + ".py")
+    assert not missing, f"dvc.yaml stage {name!r} lacks deps {missing}"

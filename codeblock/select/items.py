@@ -93,6 +93,8 @@ class Item:
     line_starts: list[int] = field(default_factory=list)  # positions in `tokens` where a source line starts
 
 
+MAX_SPLIT_DEPTH = 100  # nested compound statements split into items; deeper ones stay one item
+
 class BlockItemiser:
     """Walks one parsed code block and emits items (see the module docstring)."""
 
@@ -109,6 +111,8 @@ class BlockItemiser:
         self.atomic = set(spec.atomic)
         self.punct = set(spec.punctuation)
         self.limit = toks.ends[-1] if toks.n else 0  # chars past this were truncated away
+        self.depth = 0  # compound statements being split right now
+        self.deep = False  # some statement nested deeper than MAX_SPLIT_DEPTH was kept whole
 
     def c(self, byte: int) -> int:
         return self.base + (byte if self.b2c is None else self.b2c[byte])
@@ -151,6 +155,18 @@ class BlockItemiser:
         self.split(node, target)
 
     def split(self, node, target) -> None:
+        if self.depth >= MAX_SPLIT_DEPTH:  # pathological nesting: keep the rest whole, no recursion
+            self.deep = True
+            if not node.has_error:
+                self.emit(node.type, node.start_byte, node.end_byte, [node])
+            return
+        self.depth += 1
+        try:
+            self._split(node, target)
+        finally:
+            self.depth -= 1
+
+    def _split(self, node, target) -> None:
         kids = target.children
         first = next(i for i, k in enumerate(kids) if k.type in self.containers or self._is_clause(k))
         head = [k for k in kids[:first] if k.type not in self.comments]

@@ -35,7 +35,8 @@ response_start (0 = first response token):
     response_start    int32          index of the first response token in input_ids
     response_end      int32          one past the last kept response token
     dropped           bool           on_error=drop_sample and a code block had a syntax error
-    n_blocks          int32          code blocks found; n_error_regions int32
+    n_blocks          int32          code blocks found; n_error_regions int32; n_deep_blocks int32
+                                     (nested past MAX_SPLIT_DEPTH or dataflow.MAX_DEPTH: kept whole, no data flow)
     block_lang        list<str>      language of each code block ('' if no grammar or not code)
     block_kind        list<str>      'tagged' | 'unfenced' | verdict on an untagged fence (fencelang.KINDS)
     block_char_start / block_char_end  list<int32>  char span of each block's code in the response
@@ -116,6 +117,7 @@ class Segmented:
     prose_words: list[list[int]]  # token indices of each eligible prose word (codeblock/select/prose.py)
     prose_word_text: list[str]
     prose_word_sentence: list[int]  # key of the word's sentence (boilerplate discount)
+    n_deep_blocks: int = 0  # blocks nested too deep: items kept whole past the depth, data flow skipped
 
 
 def segment_response(response: str, offsets, *, max_item_tokens: int = 64, default_language: str = "python",
@@ -131,6 +133,7 @@ def segment_response(response: str, offsets, *, max_item_tokens: int = 64, defau
     reach: list[float] = []
     bridge: list[float] = []
     errors = 0
+    deep = 0
     blocks = [r for r in regions if r.kind == "code"]
     langs, kinds = [], []
     unfenced = len(blocks) == 1 and len(regions) == 1 and blocks[0].end - blocks[0].start == len(response)
@@ -154,10 +157,13 @@ def segment_response(response: str, offsets, *, max_item_tokens: int = 64, defau
         errors += it.errors
         found = assign_tokens(it.items, toks, it.char_spans(it.core_spans), it.char_spans(it.comment_spans))
         items.extend(found)
+        flow_stats: dict[str, int] = {}
         if dataflow and spec.name in df.ANALYSERS and len(found) > 1:
-            rb = df.reach_bridge(tree.root_node, [(x.byte_start, x.byte_end) for x in found], spec.name)
+            rb = df.reach_bridge(tree.root_node, [(x.byte_start, x.byte_end) for x in found], spec.name,
+                                 stats=flow_stats)
         else:
             rb = ([0.0] * len(found), [0.0] * len(found))
+        deep += int(it.deep or bool(flow_stats.get(df.SKIP_STAT)))
         reach.extend(rb[0])
         bridge.extend(rb[1])
     if items:
@@ -168,7 +174,7 @@ def segment_response(response: str, offsets, *, max_item_tokens: int = 64, defau
             words.extend(prose_words(response, r.start, r.end, toks.starts, toks.ends))
     prose = sorted({k for w in words for k in w[0]})
     return Segmented(regions, blocks, langs, kinds, items, prose, errors, reach, bridge,
-                     [w[0] for w in words], [w[1] for w in words], [w[2] for w in words])
+                     [w[0] for w in words], [w[1] for w in words], [w[2] for w in words], deep)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,6 +214,7 @@ def _row(sample_id: str, response: str, enc, cfg) -> dict:
         "dropped": dropped,
         "n_blocks": len(seg.blocks),
         "n_error_regions": seg.n_error_regions,
+        "n_deep_blocks": seg.n_deep_blocks,
         "block_lang": seg.block_lang,
         "block_kind": seg.block_kind,
         "block_char_start": [b.start for b in seg.blocks],
@@ -239,7 +246,7 @@ def _work(batch):
 
 SCHEMA_FIELDS = {
     "id": "string", "input_ids": "list<int32>", "response_start": "int32", "response_end": "int32",
-    "dropped": "bool", "n_blocks": "int32", "n_error_regions": "int32", "block_lang": "list<string>",
+    "dropped": "bool", "n_blocks": "int32", "n_error_regions": "int32", "n_deep_blocks": "int32", "block_lang": "list<string>",
     "block_kind": "list<string>",
     "block_char_start": "list<int32>", "block_char_end": "list<int32>", "item_block": "list<int32>",
     "item_kind": "list<string>", "item_char_start": "list<int32>", "item_char_end": "list<int32>",
@@ -328,6 +335,7 @@ def run_segment(cfg, limit: int = 0) -> dict:
             "items": n_items,
             "items_per_sample": n_items / max(1, len(out)),
             "error_regions": sum(r["n_error_regions"] for r in out),
+            "deep_blocks": sum(r["n_deep_blocks"] for r in out),
             "response_tokens": resp_tokens,
             "item_token_share": item_tokens / max(1, resp_tokens),
             "prose_tokens_eligible": sum(len(r["prose_tokens"]) for r in out),
