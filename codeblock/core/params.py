@@ -269,6 +269,8 @@ class ExperimentConfig:
     bootstrap_seed: int = f(0, "RNG seed of the bootstrap (same resamples for every method).")
     confidence: float = f(0.95, "Confidence level of the intervals.")
     log_models: bool = f(False, "Log and register every cell's trained model in MLflow (train.log_model).", volatile=True)
+    mlflow_experiment: str = f("", "MLflow experiment of the grid's runs (empty: <tracking.experiment>-grid, so "
+                                   "`codeblock compare` of the pipeline never picks a cell's run).", volatile=True)
 
 
 @dataclass
