@@ -221,3 +221,23 @@ def test_smoke_grid_interrupted_then_resumed(tmp_path):
     assert (tmp_path / "exp/smoke/cells/full-s0/done.json").exists()
     assert "2 of 2 cells finished" in (tmp_path / "res/experiments/smoke/experiment.md").read_text()
     assert (tmp_path / "res/experiments/smoke/train_loss.png").exists()
+
+
+@pytest.mark.slow
+def test_prefect_flow_runs_the_same_grid(tmp_path, monkeypatch):
+    """flows/experiment.py: shared stages and cells as Prefect tasks, same resume behaviour."""
+    from flows import experiment as F
+
+    fake = FakeStages(crash=("full", 0))
+    monkeypatch.setattr(G, "run_stage", fake)
+    shared: list[str] = []
+    monkeypatch.setattr(R, "in_process_stage", _shared(shared))
+    ref = _ref(tmp_path, "experiment.budgets=[0.1]", "pipeline.task_retries=0")
+    res = F.run(ref["params"], None, ref["overrides"])
+    assert list(res["failed"]) == ["full-s0"] and sorted(res["ran"]) == ["codeblock-b0.1-s0", "codeblock-b0.1-s1",
+                                                                         "full-s1"]
+    assert shared == ["data", "filter", "segment", "score"]
+    res = F.run(ref["params"], None, ref["overrides"])
+    assert res["ran"] == ["full-s0"] and not res["failed"]
+    assert shared == ["data", "filter", "segment", "score"]
+    assert any(p.endswith("experiment.md") for p in res["outputs"])
