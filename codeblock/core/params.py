@@ -262,6 +262,10 @@ class ExperimentConfig:
     seeds: list[int] = f([0, 1, 2], "Seeds of the grid: each cell sets train.seed and select.seed to one of them.")
     budgets: list[float] = f([0.019], "select.budget values of the grid (full / full_filtered ignore the budget: one cell per seed).")
     baseline: str = f("full", "The method every other one is compared with (paired differences, flips).")
+    variants: dict[str, list[str]] = f(
+        {}, "Named method variants usable in experiment.methods: name -> [base method, key=value, ...] "
+        "(ablations, e.g. codeblock_no_rerank: [codeblock, select.alpha=0, select.beta=0]); no shared-stage keys."
+    )
     dir: str = f("experiments", "Root of the per-cell labels, runs, reports and done-markers.")
     workers: int = f(1, "Cells run at once (each in its own process when > 1; the Prefect flow's concurrency limit).",
                      volatile=True)
