@@ -241,3 +241,32 @@ def test_prefect_flow_runs_the_same_grid(tmp_path, monkeypatch):
     assert res["ran"] == ["full-s0"] and not res["failed"]
     assert shared == ["data", "filter", "segment", "score"]
     assert any(p.endswith("experiment.md") for p in res["outputs"])
+
+
+def test_variants_run_their_base_method_with_overrides(tmp_path, monkeypatch):
+    fake = FakeStages()
+    monkeypatch.setattr(G, "run_stage", fake)
+    ref = _ref(tmp_path, "experiment.methods=[codeblock, no_rerank, full]", "experiment.seeds=[0]",
+               "experiment.budgets=[0.1]", "experiment.variants={no_rerank: [codeblock, select.alpha=0, select.beta=0]}")
+    cfg = load_config(ref["params"], ref["overrides"])
+    cell = G.find_cell(cfg, "no_rerank-b0.1-s0")
+    cc = G.cell_config(ref, cell, cfg)
+    assert (cell.runs, cc.select.method, cc.select.alpha, cc.select.beta) == ("codeblock", "codeblock", 0.0, 0.0)
+    res = R.run_experiment(ref, shared_runner=_shared([]), log=lambda s: None, progress=False)
+    assert not res["failed"] and len(res["ran"]) == 3
+    labels = {d["label"] for d in res["summary"]["differences"]}
+    assert labels == {"codeblock@0.1", "no_rerank@0.1"}
+
+
+@pytest.mark.parametrize("spec, msg", [
+    ("{v: [codeblock, score.gce_q=0.5]}", "read by a shared stage"),
+    ("{v: [codeblock, select.budget=0.5]}", "set by the grid"),
+    ("{v: [nosuch]}", "unknown base method"),
+    ("{full: [codeblock]}", "existing method"),
+])
+def test_bad_variants_are_named(tmp_path, spec, msg):
+    name = "full" if spec.startswith("{full") else "v"
+    ref = _ref(tmp_path, f"experiment.methods=[{name}, full]" if name == "v" else "experiment.methods=[full]",
+               f"experiment.variants={spec}")
+    with pytest.raises(ConfigError, match=msg):
+        G.cells(load_config(ref["params"], ref["overrides"]))

@@ -9,7 +9,9 @@ A cell is the configuration of the experiment plus, last, its own overrides:
 so no two cells share an output, and the shared stages (data, filter, segment, score) read and
 write the usual paths. `full` and `full_filtered` supervise every response token whatever the
 budget (see `codeblock.select.methods.write_selection`): they get one cell per seed, and that
-cell serves every budget of the comparison.
+cell serves every budget of the comparison. A *variant* (`experiment.variants`, e.g. an ablation
+`codeblock_no_rerank: [codeblock, select.alpha=0, select.beta=0]`) is a method of the grid that
+runs its base method with extra overrides; it may not change a key a shared stage reads.
 
 A cell that finished writes `done.json` beside its outputs, holding the hash of every
 result-changing key the cell's stages read; a cell whose marker holds the current hash (and whose
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from codeblock.core.config import ConfigError, load_config
+from codeblock.core.config import ConfigError, load_config, parse_override
 from codeblock.core.io import write_json
 from codeblock.core.params import Config
 from codeblock.stages import StageContext, get, run_stage
@@ -37,9 +39,14 @@ MARKER = "done.json"
 
 @dataclass(frozen=True)
 class Cell:
-    method: str
+    method: str  # the grid's name: a method, or a variant (experiment.variants)
     seed: int
     budget: float | None  # None: a budget-free method
+    base: str = ""  # the select method it runs (a variant's base; else the method itself)
+
+    @property
+    def runs(self) -> str:
+        return self.base or self.method
 
     @property
     def key(self) -> str:
@@ -52,13 +59,37 @@ class Cell:
         return self.method if self.budget is None else f"{self.method}@{self.budget:g}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "method": self.method, "seed": self.seed, "budget": self.budget}
+        return {"key": self.key, "method": self.method, "base": self.runs, "seed": self.seed, "budget": self.budget}
 
 
 def known_methods() -> list[str]:
-    from codeblock.select import baselines
+    from codeblock.select import baselines, methods
 
-    return ["codeblock", *baselines.METHODS]
+    return ["codeblock", *baselines.METHODS, *getattr(methods, "VARIANTS", {})]
+
+
+def shared_keys(cfg: Config) -> set[str]:
+    """`group.key` of every result-changing key the shared stages read."""
+    return set(cfg.result_values(*[k for n in ("data", "filter", "segment", "score") for k in get(n).params]))
+
+
+def variant(cfg: Config, name: str) -> tuple[str, list[str]]:
+    """(base method, overrides) of experiment.variants[name]; ConfigError naming what is wrong."""
+    spec = cfg.experiment.variants[name]
+    where = f"experiment.variants.{name}"
+    if not spec or "=" in spec[0]:
+        raise ConfigError(f"{where}: expected [base method, key=value, ...], got {spec}")
+    base, overrides = spec[0], spec[1:]
+    if base not in known_methods():
+        raise ConfigError(f"{where}: unknown base method {base!r}; methods: {', '.join(known_methods())}")
+    shared = shared_keys(cfg)
+    for i, o in enumerate(overrides, 1):
+        key, _ = parse_override(o)
+        if key in shared or key.split(".")[0] in ("paths", "experiment") or key in ("select.method", "select.seed",
+                                                                                    "train.seed", "select.budget"):
+            raise ConfigError(f"{where}[{i}]: {key} is set by the grid or read by a shared stage (computed "
+                              f"once for every cell); vary it in a separate experiment")
+    return base, overrides
 
 
 def cells(cfg: Config) -> list[Cell]:
@@ -70,9 +101,17 @@ def cells(cfg: Config) -> list[Cell]:
         if len(set(values)) != len(values):
             raise ConfigError(f"experiment.{name}: duplicate values in {values}")
     known = known_methods()
+    bases = {}
     for m in e.methods:
-        if m not in known:
-            raise ConfigError(f"experiment.methods: unknown method {m!r}; methods: {', '.join(known)}")
+        if m in e.variants:
+            if m in known:
+                raise ConfigError(f"experiment.variants.{m}: the name of an existing method")
+            bases[m] = variant(cfg, m)[0]
+        elif m in known:
+            bases[m] = m
+        else:
+            raise ConfigError(f"experiment.methods: unknown method {m!r}; methods: {', '.join(known)}"
+                              f"{'; variants: ' + ', '.join(e.variants) if e.variants else ''}")
     if e.baseline not in e.methods:
         raise ConfigError(f"experiment.baseline {e.baseline!r} is not in experiment.methods {e.methods}")
     for b in e.budgets:
@@ -80,8 +119,8 @@ def cells(cfg: Config) -> list[Cell]:
             raise ConfigError(f"experiment.budgets: {b} is not a share in (0, 1]")
     out = []
     for m in e.methods:
-        budgets = [None] if m in BUDGET_FREE else list(e.budgets)
-        out += [Cell(m, int(s), b) for b in budgets for s in e.seeds]
+        budgets = [None] if bases[m] in BUDGET_FREE else list(e.budgets)
+        out += [Cell(m, int(s), b, bases[m]) for b in budgets for s in e.seeds]
     return out
 
 
@@ -115,7 +154,8 @@ def grid_ref(ref: dict[str, Any]) -> dict[str, Any]:
 def cell_overrides(cfg: Config, cell: Cell) -> list[str]:
     d = cell_dir(cfg, cell).as_posix()
     out = [f"paths.labels_dir={d}/labels", f"paths.runs_dir={d}/runs", f"paths.reports_dir={d}/reports",
-           f"select.method={cell.method}", f"select.seed={cell.seed}", f"train.seed={cell.seed}",
+           *(variant(cfg, cell.method)[1] if cell.method in cfg.experiment.variants else []),
+           f"select.method={cell.runs}", f"select.seed={cell.seed}", f"train.seed={cell.seed}",
            f"train.log_model={'true' if cfg.experiment.log_models else 'false'}"]
     if cell.budget is not None:
         out.append(f"select.budget={cell.budget!r}")
@@ -136,7 +176,7 @@ def cell_hash(cfg: Config) -> str:
 
 def results_path(cfg: Config, cell: Cell) -> Path:
     """The cell's evaluate output (cfg is the cell's config)."""
-    return Path(cfg.paths.reports_dir) / "eval" / cell.method / "results.json"
+    return Path(cfg.paths.reports_dir) / "eval" / cell.runs / "results.json"
 
 
 def read_marker(cfg: Config, cell: Cell) -> dict[str, Any] | None:
@@ -167,13 +207,14 @@ def run_cell(ref: dict[str, Any], key: str, progress: bool = True) -> dict[str, 
         return {**read_marker(cfg, cell), "skipped": True}
     t0 = time.time()
     tags = {"codeblock.experiment": cfg.experiment.name, "codeblock.cell": cell.key, "method": cell.method,
+            "codeblock.base_method": cell.runs,
             "seed": cell.seed, "budget": "none" if cell.budget is None else cell.budget}
     with parent_run(cfg, f"cell {cell.key}", tags=tags) as pr:
         pr.log_params({"method": cell.method, "seed": cell.seed, "budget": cell.budget,
                        "config_hash": cell_hash(cfg)})
         metrics: dict[str, Any] = {}
         for stage in CELL_STAGES:
-            res = run_stage(stage, cfg, StageContext(method=cell.method, progress=progress))
+            res = run_stage(stage, cfg, StageContext(method=cell.runs, progress=progress))
             if res.exit_code:
                 raise RuntimeError(f"cell {cell.key}: stage {stage} failed (exit code {res.exit_code})")
             metrics.update({f"{stage}/{k}": v for k, v in res.metrics.items()

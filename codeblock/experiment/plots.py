@@ -106,7 +106,7 @@ def supervised_ratio_hist(cells: dict[Cell, Config], path: Path) -> Path | None:
     first: dict[str, tuple[Cell, Config]] = {}
     for c, cc in sorted(cells.items(), key=lambda kv: kv[0].seed):
         first.setdefault(c.row, (c, cc))
-    series = {label: supervision(cc, c.method)[1] for label, (c, cc) in sorted(first.items())}
+    series = {label: supervision(cc, c.runs)[1] for label, (c, cc) in sorted(first.items())}
     series = {k: v for k, v in series.items() if v}
     if not series:
         return None
@@ -133,7 +133,7 @@ def read_loss(path: Path) -> dict[int, float]:
 def loss_curves(cells: dict[Cell, Config], path: Path) -> Path | None:
     groups: dict[str, list[dict[int, float]]] = defaultdict(list)
     for c, cc in cells.items():
-        curve = read_loss(Path(cc.paths.runs_dir) / c.method / "loss.csv")
+        curve = read_loss(Path(cc.paths.runs_dir) / c.runs / "loss.csv")
         if curve:
             groups[c.row].append(curve)
     if not groups:

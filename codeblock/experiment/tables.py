@@ -61,11 +61,9 @@ def collect(ref: dict[str, Any], cfg: Config, grid: list[G.Cell]) -> dict[G.Cell
     return done
 
 
-def rows(cfg: Config) -> list[Row]:
-    out: list[Row] = []
-    for m in cfg.experiment.methods:
-        out += [(m, None)] if m in G.BUDGET_FREE else [(m, float(b)) for b in cfg.experiment.budgets]
-    return out
+def rows(grid: list[G.Cell]) -> list[Row]:
+    """The table rows in grid order: (method, budget), budget None for a budget-free method."""
+    return list(dict.fromkeys((c.method, c.budget) for c in grid))
 
 
 def _matrices(per_seed: dict[int, CellScores], seeds: list[int], benches: list[str] | None = None,
@@ -87,7 +85,7 @@ def _label(row: Row) -> str:
     return G.Cell(row[0], 0, row[1]).row
 
 
-def summarise(cfg: Config, done: dict[G.Cell, tuple[Config, CellScores]]) -> dict[str, Any]:
+def summarise(cfg: Config, grid: list[G.Cell], done: dict[G.Cell, tuple[Config, CellScores]]) -> dict[str, Any]:
     """Intervals per row and paired differences against the baseline (plain JSON-able dict)."""
     e = cfg.experiment
     kw = {"n_boot": e.bootstrap_samples, "seed": e.bootstrap_seed, "confidence": e.confidence}
@@ -95,7 +93,8 @@ def summarise(cfg: Config, done: dict[G.Cell, tuple[Config, CellScores]]) -> dic
     for c, (_, scores) in done.items():
         by_row[(c.method, c.budget)][c.seed] = scores
     out_rows, diffs = [], []
-    for row in rows(cfg):
+    all_rows = rows(grid)
+    for row in all_rows:
         per_seed = by_row.get(row)
         if not per_seed:
             continue
@@ -108,7 +107,7 @@ def summarise(cfg: Config, done: dict[G.Cell, tuple[Config, CellScores]]) -> dic
                          "estimates": {k: v.to_dict() for k, v in est.items()}})
         if row[0] == e.baseline:
             continue
-        base_row = (e.baseline, None) if e.baseline in G.BUDGET_FREE else (e.baseline, row[1])
+        base_row = (e.baseline, None) if (e.baseline, None) in all_rows else (e.baseline, row[1])
         base = by_row.get(base_row) or {}
         common = [s for s in seeds if s in base]
         if not common:
@@ -195,7 +194,7 @@ def write_all(ref: dict[str, Any], cfg: Config, grid: list[G.Cell], tracker=None
     from codeblock.experiment import plots
 
     done = collect(ref, cfg, grid)
-    summary = summarise(cfg, done)
+    summary = summarise(cfg, grid, done)
     md = markdown(summary, cfg, len(grid), len(done))
     out = results_dir(cfg)
     doc = {"experiment": cfg.experiment.name, "model": cfg.model.name_or_path,
