@@ -141,6 +141,7 @@ def test_crash_resume_and_statistics(tmp_path, monkeypatch):
     res = R.run_experiment(ref, shared_runner=_shared(shared), **quiet)
     assert fake.calls == [] and res["ran"] == [] and len(res["reused"]) == 6
 
+    md_final = (tmp_path / "results/experiments/t/experiment.md").read_text()
     doc = json.loads((tmp_path / "results/experiments/t/experiment.json").read_text())
     rows = {r["label"]: r for r in doc["rows"]}
     assert rows["full"]["estimates"]["humaneval"]["mean"] == pytest.approx(0.5)  # 2 of 4, both seeds
@@ -157,7 +158,10 @@ def test_crash_resume_and_statistics(tmp_path, monkeypatch):
     out = tmp_path / "results/experiments/t"
     for png in ("pass_at_1_vs_budget.png", "pass_at_1_benchmarks.png", "supervised_ratio.png", "train_loss.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "codeblock@0.1" in T.show(load_config(ref["params"], ref["overrides"]))
+    cfg = load_config(ref["params"], ref["overrides"])
+    assert "codeblock@0.1" in T.show(cfg)
+    assert T.compare_result(cfg, "t").payload["experiment_md"] == md_final.rstrip("\n")
+    assert T.compare_result(cfg, "nosuch").exit_code == 1
 
 
 def test_changed_config_reruns_cells_and_changed_output_reruns_shared(tmp_path, monkeypatch):

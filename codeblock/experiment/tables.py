@@ -226,3 +226,14 @@ def show(cfg: Config, name: str | None = None) -> str:
     if not p.exists():
         return f"no results for experiment {cfg.experiment.name!r} yet ({p}); run `codeblock experiment`"
     return p.read_text().rstrip("\n")
+
+
+def compare_result(cfg: Config, name: str):
+    """The StageResult `codeblock compare --experiment NAME` returns (summary: payload["experiment_md"])."""
+    from codeblock.stages import StageResult
+
+    p = results_dir(dataclasses.replace(cfg, experiment=dataclasses.replace(cfg.experiment, name=name)))
+    text = show(cfg, name)
+    ok = (p / "experiment.md").exists()
+    return StageResult("compare", [str(p / "experiment.md")] if ok else [], {}, payload={"experiment_md": text},
+                       exit_code=0 if ok else 1)
