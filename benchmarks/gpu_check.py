@@ -67,12 +67,17 @@ def peak_tflops(device: str, given: float) -> float | None:
 
 
 def build(shape: str, device: str, dtype: torch.dtype, lora: bool):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    """A random-init model of a SHAPES entry, or the real checkpoint when `shape` is a folder."""
+    from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
-    cfg = Qwen2Config(**SHAPES[shape], max_position_embeddings=32768, rope_theta=1e6, use_cache=False)
-    with torch.device(device):  # initialise on the device: seconds, not a minute of CPU init for 1.5B
-        model = Qwen2ForCausalLM(cfg).to(dtype=dtype)
+    if shape in SHAPES:
+        cfg = Qwen2Config(**SHAPES[shape], max_position_embeddings=32768, rope_theta=1e6, use_cache=False)
+        with torch.device(device):  # initialise on the device: seconds, not a minute of CPU init for 1.5B
+            model = Qwen2ForCausalLM(cfg).to(dtype=dtype)
+    else:  # a local HF folder (e.g. the converted offline GGUF): real weights, same measurements
+        model = AutoModelForCausalLM.from_pretrained(shape, dtype=dtype).to(device)
+        model.config.use_cache = False
     if lora:
         from peft import LoraConfig, get_peft_model
 
@@ -202,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--tiny", action="store_true", help="toy shapes (CPU tests)")
-    ap.add_argument("--shapes", default="", help="comma-separated (default: both Qwen shapes, or tiny)")
+    ap.add_argument("--shapes", default="", help="comma-separated shape names or local HF model folders "
+                    "(default: both Qwen shapes, or tiny)")
     ap.add_argument("--batch", type=int, default=0, help="sequences per step (default 8 on GPU, 2 on CPU)")
     ap.add_argument("--seq", type=int, default=0, help="tokens per sequence (default 2048 on GPU, 128 on CPU)")
     ap.add_argument("--share", type=float, default=0.02, help="supervised share of response tokens (sparse)")
@@ -212,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt-len", type=int, default=0, help="generation prompt tokens (default 256 / 16)")
     ap.add_argument("--new-tokens", type=int, default=0, help="generated tokens (default 256 / 8)")
     ap.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for MFU (default: from the GPU name)")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
     ap.add_argument("--out", default="", help="also write the rows as JSON here")
     a = ap.parse_args(argv)
     gpu = a.device.startswith("cuda")
@@ -224,23 +231,27 @@ def main(argv: list[str] | None = None) -> int:
     a.new_tokens = a.new_tokens or (256 if gpu else 8)
     shapes = [s for s in a.shapes.split(",") if s] or (["tiny"] if a.tiny else ["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"])
     for s in shapes:
-        if s not in SHAPES:
+        if s not in SHAPES and not (Path(s) / "config.json").is_file():
             ap.error(f"unknown shape {s!r}; shapes: {', '.join(SHAPES)}")
     dtype = torch.bfloat16 if gpu and torch.cuda.is_bf16_supported() else torch.float32
     peak = peak_tflops(a.device, a.peak_tflops)
     name = torch.cuda.get_device_name(torch.device(a.device)) if gpu else f"cpu ({torch.get_num_threads()} threads)"
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    name = name if gpu else f"cpu ({torch.get_num_threads()} threads)"
     print(f"device {name}, {dtype}, torch {torch.__version__}, peak {peak or '-'} TFLOP/s; batch {a.batch} x {a.seq}, "
           f"sparse share {a.share}", flush=True)
     rows: list[dict] = []
     t0 = time.time()
     for s in shapes:
-        rows += check_train(s, a, a.device, dtype)
-        rows += check_score_and_generate(s, a, a.device, dtype, peak)
+        label = s if s in SHAPES else Path(s).name
+        rows += [{**r, "shape": label} for r in check_train(s, a, a.device, dtype)]
+        rows += [{**r, "shape": label} for r in check_score_and_generate(s, a, a.device, dtype, peak)]
         if gpu:
             torch.cuda.empty_cache()
-        print(f"{s}: done at {time.time() - t0:.0f} s", flush=True)
+        print(f"{label}: done at {time.time() - t0:.0f} s", flush=True)
     print(table(rows, name))
-    for s in shapes:
+    for s in dict.fromkeys(r["shape"] for r in rows):
         tr = {r["check"]: r for r in rows if r["shape"] == s and r["check"].startswith("train")}
         ratio = tr["train sparse"]["step_s"] / tr["train full"]["step_s"]
         mem = ""

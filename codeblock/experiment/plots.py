@@ -25,14 +25,24 @@ from codeblock.experiment.grid import Cell  # noqa: E402
 from codeblock.experiment.stats import AVG  # noqa: E402
 
 
-def _save(fig, path: Path) -> Path:
-    """Render to a temp file beside `path`, then rename (atomic like every other output)."""
+def _finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str, grid: str | None = "both") -> Path:
+    """Labels, legend, grid; render to a temp file beside `path`, then rename (atomic like every other output)."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    if grid:
+        ax.grid(axis=grid, alpha=0.3)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=120, bbox_inches="tight")
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+def _conf(rows: list[dict]) -> str:
+    return f"{100 * next(iter(rows[0]['estimates'].values()))['confidence']:.0f}%"
 
 
 def pass_vs_budget(summary: dict[str, Any], path: Path) -> Path | None:
@@ -65,12 +75,8 @@ def pass_vs_budget(summary: dict[str, Any], path: Path) -> Path | None:
         ax.set_xscale("log")
     top = max(100 * r["estimates"][AVG]["high"] for r in rows)
     ax.set_ylim(0, max(5.0, 1.1 * top))  # an all-zero run still gets a readable percent axis
-    ax.set_xlabel("budget: supervised share of response tokens (%)")
-    ax.set_ylabel("pass@1, average over benchmarks (%)")
-    ax.set_title("pass@1 vs budget (mean over seeds, 95% interval)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return _finish(fig, ax, path, "budget: supervised share of response tokens (%)",
+                   "pass@1, average over benchmarks (%)", f"pass@1 vs budget (mean over seeds, {_conf(rows)} interval)")
 
 
 def benchmark_bars(summary: dict[str, Any], path: Path) -> Path | None:
@@ -93,11 +99,8 @@ def benchmark_bars(summary: dict[str, Any], path: Path) -> Path | None:
             hi.append(100 * (e["high"] - e["mean"]))
         ax.bar(xs, means, width=width, yerr=[lo, hi], capsize=3, label=f"{r['label']} ({len(r['seeds'])} seeds)")
     ax.set_xticks(range(len(benches)), benches)
-    ax.set_ylabel("pass@1 (%)")
-    ax.set_title("pass@1 per benchmark (mean over seeds, 95% interval)")
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    return _finish(fig, ax, path, "benchmark", "pass@1 (%)",
+                   f"pass@1 per benchmark (mean over seeds, {_conf(rows)} interval)", grid="y")
 
 
 def supervised_ratio_hist(cells: dict[Cell, Config], path: Path) -> Path | None:
@@ -115,11 +118,8 @@ def supervised_ratio_hist(cells: dict[Cell, Config], path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for label, ratios in series.items():
         ax.hist(ratios, bins=bins, histtype="step", linewidth=1.5, label=f"{label} ({len(ratios)} samples)")
-    ax.set_xlabel("supervised share of the sample's response tokens")
-    ax.set_ylabel("samples")
-    ax.set_title("per-sample supervised ratio")
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _finish(fig, ax, path, "supervised share of the sample's response tokens", "samples",
+                   "per-sample supervised ratio", grid=None)
 
 
 def read_loss(path: Path) -> dict[int, float]:
@@ -143,12 +143,8 @@ def loss_curves(cells: dict[Cell, Config], path: Path) -> Path | None:
         steps = sorted(set.intersection(*(set(c) for c in curves)))
         mean = [float(np.mean([c[s] for c in curves])) for s in steps]
         ax.plot(steps, mean, marker="." if len(steps) < 30 else None, label=f"{label} ({len(curves)} seeds)")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("training loss (supervised tokens)")
-    ax.set_title("training loss, mean over seeds")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return _finish(fig, ax, path, "optimizer step", "training loss (supervised tokens)",
+                   "training loss, mean over seeds")
 
 
 def write_plots(summary: dict[str, Any], cells: dict[Cell, Config], out_dir: Path) -> list[Path]:

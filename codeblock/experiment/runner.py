@@ -179,12 +179,13 @@ def run_experiment(ref: dict[str, Any], *, map_cells: CellMapper | None = None,
         pr.log_params({"params": ref["params"], "profile": ref["profile"] or "",
                        "overrides": " ".join(ref["overrides"]), "cells": len(grid)})
         shared = run_shared(ref, shared_runner or in_process_stage, log)
-        todo = [c.key for c in grid if not G.is_done(G.cell_config(ref, c, cfg), c)]
+        cell_cfgs = {c: G.cell_config(ref, c, cfg) for c in grid}
+        todo = [c.key for c in grid if not G.is_done(cell_cfgs[c], c)]
         log(f"experiment {e.name}: {len(grid)} cells, {len(grid) - len(todo)} already done, {len(todo)} to run")
         results = (map_cells or local_mapper(e.workers, progress))(ref, todo) if todo else []
         failed = {k: str(r) for k, r in zip(todo, results) if isinstance(r, BaseException)}
         ran = [k for k, r in zip(todo, results) if not isinstance(r, BaseException) and not r.get("skipped")]
-        summary = tables.write_all(ref, cfg, grid, tracker=pr)
+        summary = tables.write_all(cfg, cell_cfgs, tracker=pr)
         pr.log_metrics({"cells/total": len(grid), "cells/ran": len(ran), "cells/failed": len(failed),
                         "seconds": time.time() - t0})
         if failed:

@@ -51,11 +51,10 @@ def read_scores(results_json: str | Path) -> CellScores:
     return out
 
 
-def collect(ref: dict[str, Any], cfg: Config, grid: list[G.Cell]) -> dict[G.Cell, tuple[Config, CellScores]]:
+def collect(cell_cfgs: dict[G.Cell, Config]) -> dict[G.Cell, tuple[Config, CellScores]]:
     """The finished cells (current done-marker) with their config and scores."""
     done = {}
-    for c in grid:
-        cc = G.cell_config(ref, c, cfg)
+    for c, cc in cell_cfgs.items():
         if G.is_done(cc, c):
             done[c] = (cc, read_scores(G.results_path(cc, c)))
     return done
@@ -189,21 +188,40 @@ def markdown(summary: dict[str, Any], cfg: Config, n_cells: int, n_done: int) ->
     return "\n".join(lines) + "\n"
 
 
-def write_all(ref: dict[str, Any], cfg: Config, grid: list[G.Cell], tracker=None) -> dict[str, Any]:
-    """Collect, summarise, write experiment.md/.json and the plots; log them to `tracker` (a ParentRun)."""
+def _unchanged_plots(out: Path, doc: dict[str, Any]) -> list[Path] | None:
+    """The plots of the last write when it had the same cells and numbers (and they still exist)."""
+    try:
+        prev = json.loads((out / "experiment.json").read_text())
+    except (OSError, ValueError):
+        return None
+    names = prev.pop("plots", None)
+    if names is None or prev != doc or not all((out / n).exists() for n in names):
+        return None
+    return [out / n for n in names]
+
+
+def write_all(cfg: Config, cell_cfgs: dict[G.Cell, Config], tracker=None) -> dict[str, Any]:
+    """Collect, summarise, write experiment.md/.json and the plots; log them to `tracker` (a ParentRun).
+    `cell_cfgs`: every cell of the grid (in grid order) with its configuration."""
     from codeblock.experiment import plots
 
-    done = collect(ref, cfg, grid)
+    grid = list(cell_cfgs)
+    done = collect(cell_cfgs)
     summary = summarise(cfg, grid, done)
     md = markdown(summary, cfg, len(grid), len(done))
     out = results_dir(cfg)
     doc = {"experiment": cfg.experiment.name, "model": cfg.model.name_or_path,
            "grid": {"methods": cfg.experiment.methods, "seeds": cfg.experiment.seeds,
                     "budgets": cfg.experiment.budgets, "baseline": cfg.experiment.baseline},
-           "cells": [{**c.to_dict(), "done": c in done} for c in grid], **summary}
+           "cells": [{**c.to_dict(), "done": c in done, "finished": (G.read_marker(cc, c) or {}).get("finished")
+                      if c in done else None} for c, cc in cell_cfgs.items()], **summary}
+    doc = json.loads(json.dumps(doc, default=str))  # as it reads back from the file
+    pngs = _unchanged_plots(out, doc)
+    if pngs is None:  # a cell finished since the last write, or the statistics changed: redraw
+        pngs = plots.write_plots(summary, {c: cc for c, (cc, _) in done.items()}, out)
+    doc["plots"] = [p.name for p in pngs]
     write_json(out / "experiment.json", doc)
     atomic_write_text(out / "experiment.md", md)
-    pngs = plots.write_plots(summary, {c: cc for c, (cc, _) in done.items()}, out)
     outputs = [str(out / "experiment.md"), str(out / "experiment.json"), *map(str, pngs)]
     if tracker is not None and tracker.enabled:
         tracker.log_text(md, "experiment/experiment.md")
