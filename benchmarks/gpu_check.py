@@ -129,7 +129,7 @@ def batch(vocab: int, n: int, seq: int, device: str, share: float, seed: int = 1
     return ids.to(device), full.to(device), sparse.to(device)
 
 
-def check_train(shape: str, a, device: str, dtype: torch.dtype) -> list[dict]:
+def check_train(shape: str, a, device: str, dtype: torch.dtype, peak: float | None) -> list[dict]:
     model = build(shape, device, dtype, lora=True)
     model.train()
     head = SupervisedHead(model)
@@ -245,8 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     for s in shapes:
         label = s if s in SHAPES else Path(s).name
-        rows += [{**r, "shape": label} for r in check_train(s, a, a.device, dtype)]
-        rows += [{**r, "shape": label} for r in check_score_and_generate(s, a, a.device, dtype, peak)]
+        for check in (check_train, check_score_and_generate):
+            new = [{**r, "shape": label} for r in check(s, a, a.device, dtype, peak)]
+            rows += new
+            for r in new:  # as soon as measured: a run cut short by the time limit still reports
+                print(json.dumps(r), flush=True)
         if gpu:
             torch.cuda.empty_cache()
         print(f"{label}: done at {time.time() - t0:.0f} s", flush=True)
