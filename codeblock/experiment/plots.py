@@ -99,6 +99,8 @@ def benchmark_bars(summary: dict[str, Any], path: Path) -> Path | None:
             hi.append(100 * (e["high"] - e["mean"]))
         ax.bar(xs, means, width=width, yerr=[lo, hi], capsize=3, label=f"{r['label']} ({len(r['seeds'])} seeds)")
     ax.set_xticks(range(len(benches)), benches)
+    top = max(100 * e["high"] for r in rows for e in r["estimates"].values())
+    ax.set_ylim(0, max(5.0, 1.1 * top))
     return _finish(fig, ax, path, "benchmark", "pass@1 (%)",
                    f"pass@1 per benchmark (mean over seeds, {_conf(rows)} interval)", grid="y")
 
