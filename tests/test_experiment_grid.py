@@ -237,6 +237,8 @@ def test_smoke_grid_interrupted_then_resumed(tmp_path):
 @pytest.mark.slow
 def test_prefect_flow_runs_the_same_grid(tmp_path, monkeypatch):
     """flows/experiment.py: shared stages and cells as Prefect tasks, same resume behaviour."""
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+
     from flows import experiment as F
 
     fake = FakeStages(crash=("full", 0))
@@ -244,7 +246,8 @@ def test_prefect_flow_runs_the_same_grid(tmp_path, monkeypatch):
     shared: list[str] = []
     monkeypatch.setattr(R, "in_process_stage", _shared(shared))
     ref = _ref(tmp_path, "experiment.budgets=[0.1]", "pipeline.task_retries=0")
-    res = F.run(ref["params"], None, ref["overrides"])
+    with temporary_settings({PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 300}):  # a busy CI host
+        res = F.run(ref["params"], None, ref["overrides"])
     assert list(res["failed"]) == ["full-s0"] and sorted(res["ran"]) == ["codeblock-b0.1-s0", "codeblock-b0.1-s1",
                                                                          "full-s1"]
     assert shared == ["data", "filter", "segment", "score"]
