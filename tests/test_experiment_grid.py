@@ -271,3 +271,19 @@ def test_variants_run_their_base_method_with_overrides(tmp_path, monkeypatch):
     assert [d["label"] for d in res["summary"]["differences"]] == ["no_rerank@0.1"]
     assert ("select", "codeblock", 0) in fake.calls  # the stages ran the base method
 
+
+
+def test_pipeline_table_gives_the_main_job_intervals(tmp_path):
+    """The main job's one-seed results: each number with the problems it rests on, an interval,
+    and the difference against full paired over the same problems."""
+    ref = _ref(tmp_path, f"paths.reports_dir={tmp_path}/reports", "pipeline.methods=[codeblock, full]")
+    cfg = load_config(ref["params"], ref["overrides"])
+    for m, k in (("codeblock", 1), ("full", 2)):
+        d = tmp_path / "reports/eval" / m
+        d.mkdir(parents=True)
+        tasks = [{"task_id": f"HE/{i}", "n": 1, "c": int(i < k)} for i in range(20)]
+        (d / "results.json").write_text(json.dumps({"benchmarks": {"humaneval": {"status": "ok", "tasks": tasks}}}))
+    md = T.pipeline_table(cfg)
+    assert "humaneval (n=20)" in md and "| full | 1 | 10.0 [" in md and "| codeblock | 1 | 5.0 [" in md
+    assert "| codeblock | 1 | -5.0 [" in md and "+0 / -1" in md and "contains 0" in md
+    assert "one training seed per method" in md and "One seed in some rows" in md

@@ -137,15 +137,16 @@ def _benches(entries: list[dict]) -> list[str]:
     return [*names, AVG] if names else []
 
 
-def markdown(summary: dict[str, Any], cfg: Config, n_cells: int, n_done: int) -> str:
+def markdown(summary: dict[str, Any], cfg: Config, n_cells: int, n_done: int, header: list[str] | None = None) -> str:
+    """The tables; `header` replaces the experiment's title and grid line (e.g. for the main job)."""
     e = cfg.experiment
     conf = f"{100 * e.confidence:.0f}%"
-    lines = [f"# Experiment `{e.name}`", "",
-             f"{n_done} of {n_cells} cells finished. Model `{cfg.model.name_or_path}`; methods "
-             f"{', '.join(e.methods)}; seeds {', '.join(map(str, e.seeds))}; budgets "
-             f"{', '.join(f'{b:g}' for b in e.budgets)}. pass@1 in percent, mean over seeds and problems, "
-             f"[{conf} bootstrap interval over problems and seeds, {e.bootstrap_samples} resamples]; "
-             f"`avg` weighs every benchmark equally.", ""]
+    lines = header or [f"# Experiment `{e.name}`", "",
+                       f"{n_done} of {n_cells} cells finished. Model `{cfg.model.name_or_path}`; methods "
+                       f"{', '.join(e.methods)}; seeds {', '.join(map(str, e.seeds))}; budgets "
+                       f"{', '.join(f'{b:g}' for b in e.budgets)}."]
+    lines += [f"pass@1 in percent, mean over seeds and problems, [{conf} bootstrap interval over problems and "
+              f"seeds, {e.bootstrap_samples} resamples]; `avg` weighs every benchmark equally.", ""]
     name = cfg.model.name_or_path.lower()
     if "tiny-random" in name or "smollm2" in name:
         lines += ["> This model is a pipeline check (a random or 135M model that solves almost nothing): "
@@ -255,3 +256,19 @@ def compare_result(cfg: Config, name: str):
     ok = (p / "experiment.md").exists()
     return StageResult("compare", [str(p / "experiment.md")] if ok else [], {}, payload={"experiment_md": text},
                        exit_code=0 if ok else 1)
+
+
+def pipeline_table(cfg: Config, methods: list[str] | None = None) -> str:
+    """The main job's comparison with the experiment's statistics: one seed per method (train.seed),
+    each number with its interval and the problems it rests on, differences paired against
+    experiment.baseline when it ran. Reads `<reports_dir>/eval/<method>/results.json`."""
+    done = {}
+    for m in methods or cfg.pipeline.methods:
+        p = Path(cfg.paths.reports_dir) / "eval" / m / "results.json"
+        if p.exists():
+            done[G.Cell(m, cfg.train.seed, None)] = (cfg, read_scores(p))
+    grid = list(done)
+    if cfg.experiment.baseline not in {c.method for c in grid}:
+        cfg = dataclasses.replace(cfg, experiment=dataclasses.replace(cfg.experiment, baseline=""))
+    header = [f"Model `{cfg.model.name_or_path}`, one training seed per method (`codeblock experiment` runs several)."]
+    return markdown(summarise(cfg, grid, done), cfg, len(grid), len(done), header=header)
