@@ -101,21 +101,28 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+CPU_SECONDS: list[float] = []  # process CPU seconds of the last _timed call (median), for CPU runs
+
+
 def _timed(fn, device: str, warmup: int, steps: int) -> tuple[float, float | None]:
-    """Median seconds of fn() and the peak GPU memory (MiB) over the timed calls."""
+    """Median seconds of fn() and the peak GPU memory (MiB) over the timed calls. Also records the
+    median process CPU time (all threads): on a shared CPU, tokens per CPU-second x cores is what a
+    dedicated machine would do, where the wall time depends on the neighbours."""
     for _ in range(warmup):
         fn()
-    times, peak = [], None
+    times, cpu, peak = [], [], None
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     for _ in range(steps):
         _sync(device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         _sync(device)
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     if device.startswith("cuda"):
         peak = torch.cuda.max_memory_allocated() / 2**20
+    CPU_SECONDS[:] = [statistics.median(cpu)]
     return statistics.median(times), peak
 
 
@@ -155,7 +162,7 @@ def check_train(shape: str, a, device: str, dtype: torch.dtype, peak: float | No
         sec, peak = _timed(step(kind), device, a.warmup, a.steps)
         sup = int(shift_labels(labels).ne(IGNORE_INDEX).sum())
         rows.append({"shape": shape, "check": f"train {kind}", "supervised_tokens": sup, "step_s": sec,
-                     "tokens_per_s": ids.numel() / sec, "peak_mib": peak})
+                     "tokens_per_s": ids.numel() / sec, "peak_mib": peak, "cpu_s": CPU_SECONDS[0]})
     return rows
 
 
@@ -174,7 +181,7 @@ def check_score_and_generate(shape: str, a, device: str, dtype: torch.dtype, pea
     tps = ids.numel() / sec
     flops = flops_per_token(model, a.seq / 2)  # mean causal context of a token: half the sequence
     rows = [{"shape": shape, "check": "score", "tokens_per_s": tps, "step_s": sec, "peak_mib": mem,
-             "mfu": tps * flops / (peak * 1e12) if peak else None}]
+             "mfu": tps * flops / (peak * 1e12) if peak else None, "cpu_s": CPU_SECONDS[0]}]
 
     prompts = ids[: a.gen_batch, : a.prompt_len]
 
@@ -187,7 +194,7 @@ def check_score_and_generate(shape: str, a, device: str, dtype: torch.dtype, pea
     sec, mem = _timed(generate, device, 1, max(1, a.steps // 2))
     tps = prompts.shape[0] * a.new_tokens / sec
     rows.append({"shape": shape, "check": f"generate (batch {prompts.shape[0]})", "tokens_per_s": tps, "step_s": sec,
-                 "peak_mib": mem,
+                 "peak_mib": mem, "cpu_s": CPU_SECONDS[0],
                  "mfu": tps * flops_per_token(model, a.prompt_len + a.new_tokens / 2) / (peak * 1e12) if peak else None})
     return rows
 
