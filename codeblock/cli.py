@@ -23,6 +23,7 @@ from codeblock.stages import STAGES, StageContext
 TOOLS: dict[str, tuple[str, str]] = {
     "fetch-assets": ("codeblock.data.assets", "Fetch offline benchmarks, training packages and the default model."),
     "model": ("codeblock.core.models", "Resolve (and convert/cache) the configured model; print its summary."),
+    "experiment": ("codeblock.experiment.runner", "Methods x seeds x budgets grid with paired intervals (resumable)."),
 }
 # Stage commands whose CLI name differs from the stage name (kept for existing scripts).
 ALIASES = {"report-selection": "report"}

@@ -276,6 +276,28 @@ class PipelineConfig:
 
 
 @dataclass
+class ExperimentConfig:
+    name: str = f("main", "Experiment name: cells under <dir>/<name>/, results under <compare_dir>/experiments/<name>/.")
+    methods: list[str] = f(["codeblock", "full"], "Methods of the grid (select.method values); the baseline must be one.")
+    seeds: list[int] = f([0, 1, 2], "Seeds of the grid: each cell sets train.seed and select.seed to one of them.")
+    budgets: list[float] = f([0.019], "select.budget values of the grid (full / full_filtered ignore the budget: one cell per seed).")
+    baseline: str = f("full", "The method every other one is compared with (paired differences, flips).")
+    variants: dict[str, list[str]] = f(
+        {}, "Named method variants usable in experiment.methods: name -> [base method, key=value, ...] "
+        "(ablations, e.g. codeblock_no_rerank: [codeblock, select.alpha=0, select.beta=0]); no shared-stage keys."
+    )
+    dir: str = f("experiments", "Root of the per-cell labels, runs, reports and done-markers.")
+    workers: int = f(1, "Cells run at once (each in its own process when > 1; the Prefect flow's concurrency limit).",
+                     volatile=True)
+    bootstrap_samples: int = f(10000, "Bootstrap resamples of the intervals.")
+    bootstrap_seed: int = f(0, "RNG seed of the bootstrap (same resamples for every method).")
+    confidence: float = f(0.95, "Confidence level of the intervals.")
+    log_models: bool = f(False, "Log and register every cell's trained model in MLflow (train.log_model).", volatile=True)
+    mlflow_experiment: str = f("", "MLflow experiment of the grid's runs (empty: <tracking.experiment>-grid, so "
+                                   "`codeblock compare` of the pipeline never picks a cell's run).", volatile=True)
+
+
+@dataclass
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig, metadata={"help": "Artefact locations."})
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The model being tuned."})
@@ -289,6 +311,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "Evaluation."})
     tracking: TrackingConfig = field(default_factory=TrackingConfig, metadata={"help": "MLflow."})
     pipeline: PipelineConfig = field(default_factory=PipelineConfig, metadata={"help": "Orchestration."})
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig, metadata={"help": "Methods x seeds x budgets."})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
