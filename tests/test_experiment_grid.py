@@ -102,9 +102,20 @@ def test_cells_and_overrides(tmp_path):
     assert G.cell_hash(cc) != G.cell_hash(G.cell_config(ref, G.find_cell(cfg, "codeblock-b0.1-s0"), cfg))
 
 
+def test_select_variant_names_are_grid_methods(tmp_path):
+    """`codeblock+rerank=none` (codeblock/select/variants.py) is a method like any other."""
+    ref = _ref(tmp_path, "experiment.methods=[codeblock+rerank=none, full]", "experiment.seeds=[0]")
+    cfg = load_config(ref["params"], ref["overrides"])
+    keys = [c.key for c in G.cells(cfg)]
+    assert keys[-1] == "full-s0" and len(keys) == 3
+    cc = G.cell_config(ref, G.cells(cfg)[0], cfg)
+    assert cc.select.method == "codeblock+rerank=none"
+
+
 @pytest.mark.parametrize("extra, msg", [
     (["experiment.baseline=random_items"], "baseline"),
     (["experiment.methods=[codeblock, nosuch]"], "unknown method 'nosuch'"),
+    (["experiment.methods=[codeblock+nosuch=1, full]"], "not a select key"),
     (["experiment.seeds=[0, 0]"], "duplicate"),
     (["experiment.budgets=[1.5]"], "not a share"),
     (["experiment.methods=[v, full]", "experiment.variants={v: [codeblock, score.gce_q=0.5]}"], "read by a shared stage"),

@@ -134,3 +134,27 @@ def test_dvc_code_deps_cover_what_the_stage_imports(name):
         if not any(f + ".py" == d or f == d or f.startswith(d + "/") for d in code):
             missing.append(f + ".py")
     assert not missing, f"dvc.yaml stage {name!r} lacks deps {missing}"
+
+
+def test_no_import_cycles():
+    """No cycle among codeblock's modules, counting imports inside functions too."""
+    mods = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            for p in (ROOT / "codeblock").rglob("*.py")}
+    graph = {m: {i for i in _imports(m) if i in mods and i != m} for m in mods}
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        path.append(m)
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                pytest.fail("import cycle: " + " -> ".join(path[path.index(n):] + [n]))
+            if n not in state:
+                visit(n)
+        path.pop()
+        state[m] = 2
+
+    for m in sorted(mods):
+        if m not in state:
+            visit(m)

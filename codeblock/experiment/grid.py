@@ -30,6 +30,7 @@ from typing import Any
 from codeblock.core.config import ConfigError, load_config, parse_override
 from codeblock.core.io import write_json
 from codeblock.core.params import Config
+from codeblock.select.variants import SEP, parse_method
 from codeblock.stages import StageContext, get, run_stage
 
 BUDGET_FREE = frozenset({"full", "full_filtered"})  # methods whose labels ignore select.budget
@@ -63,9 +64,10 @@ class Cell:
 
 
 def known_methods() -> list[str]:
-    from codeblock.select import baselines, methods
+    """Base method names; `<base>+<select key>=<value>` variants of them are accepted too."""
+    from codeblock.select import baselines
 
-    return ["codeblock", *baselines.METHODS, *getattr(methods, "VARIANTS", {})]
+    return ["codeblock", *baselines.METHODS]
 
 
 def shared_keys(cfg: Config) -> set[str]:
@@ -109,6 +111,8 @@ def cells(cfg: Config) -> list[Cell]:
             bases[m] = variant(cfg, m)[0]
         elif m in known:
             bases[m] = m
+        elif SEP in m and parse_method(m)[0] in known:  # `codeblock+rerank=none`: select resolves it
+            bases[m] = m
         else:
             raise ConfigError(f"experiment.methods: unknown method {m!r}; methods: {', '.join(known)}"
                               f"{'; variants: ' + ', '.join(e.variants) if e.variants else ''}")
@@ -119,7 +123,7 @@ def cells(cfg: Config) -> list[Cell]:
             raise ConfigError(f"experiment.budgets: {b} is not a share in (0, 1]")
     out = []
     for m in e.methods:
-        budgets = [None] if bases[m] in BUDGET_FREE else list(e.budgets)
+        budgets = [None] if parse_method(bases[m])[0] in BUDGET_FREE else list(e.budgets)
         out += [Cell(m, int(s), b, bases[m]) for b in budgets for s in e.seeds]
     return out
 

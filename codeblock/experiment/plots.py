@@ -106,7 +106,7 @@ def benchmark_bars(summary: dict[str, Any], path: Path) -> Path | None:
 
 
 def supervised_ratio_hist(cells: dict[Cell, Config], path: Path) -> Path | None:
-    from codeblock.report.compare import supervision
+    from codeblock.report.supervision import supervision
 
     first: dict[str, tuple[Cell, Config]] = {}
     for c, cc in sorted(cells.items(), key=lambda kv: kv[0].seed):

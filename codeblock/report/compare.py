@@ -30,6 +30,7 @@ from typing import Any
 
 from codeblock.core.io import atomic_write_text, write_json
 from codeblock.core.tracking import metric_name
+from codeblock.report.supervision import flatten, histogram, supervision
 from codeblock.stages import StageContext, StageResult
 
 _PASS = re.compile(r"^pass_at_(\d+)$")
@@ -44,18 +45,6 @@ Z95 = 1.959964  # normal quantile of a two-sided 95% interval
 
 # ---------------------------------------------------------------------------------------------
 # Reading pass@k out of whatever shape a stage wrote.
-
-
-def flatten(obj: Any, prefix: str = "") -> dict[str, float]:
-    """Nested dict -> {"a/b/c": number}; non-numeric leaves are dropped."""
-    out: dict[str, float] = {}
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            out.update(flatten(v, f"{prefix}/{k}" if prefix else str(k)))
-    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
-        if math.isfinite(float(obj)):
-            out[prefix] = float(obj)
-    return out
 
 
 def pass_metrics(flat: dict[str, float], benchmark: str | None = None) -> dict[tuple[str, int], float]:
@@ -288,43 +277,6 @@ def honesty_note(cfg) -> str:
     return ""
 
 
-def _read_csv_column(path: Path, names: tuple[str, ...]) -> list[float]:
-    if not path.exists():
-        return []
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        col = next((n for n in names if n in (reader.fieldnames or [])), None)
-        if col is None:
-            return []
-        out = []
-        for row in reader:
-            try:
-                out.append(float(row[col]))
-            except (TypeError, ValueError):
-                continue
-        return out
-
-
-def histogram(values: list[float], bins: int = 10) -> list[tuple[float, float, int]]:
-    """Equal-width bins over [0, max(values)] (at least [0, 0.05]): (low, high, count)."""
-    top = max([0.05, *values])
-    width = top / bins
-    counts = [0] * bins
-    for v in values:
-        counts[min(int(v / width), bins - 1) if v > 0 else 0] += 1
-    return [(i * width, (i + 1) * width, c) for i, c in enumerate(counts)]
-
-
-def supervision(cfg, method: str) -> tuple[dict[str, float], list[float]]:
-    """Global supervision stats (stats.json) and the per-sample ratios (ratios.csv) of a method."""
-    d = Path(cfg.paths.labels_dir) / method
-    stats: dict[str, float] = {}
-    if (d / "stats.json").exists():
-        stats = flatten(json.loads((d / "stats.json").read_text()))
-    ratios = _read_csv_column(d / "ratios.csv", ("supervised_ratio", "ratio"))
-    return stats, ratios
-
-
 def train_metrics(cfg, method: str) -> dict[str, float]:
     p = Path(cfg.paths.runs_dir) / method / "train_metrics.json"
     return flatten(json.loads(p.read_text())) if p.exists() else {}
@@ -379,6 +331,7 @@ def run_compare(cfg, source: str = "files", run_id: str | None = None, write: bo
 
 
 def add_args(p) -> None:
+    p.add_argument("--experiment", default=None, help="print this experiment's table (codeblock experiment)")
     p.add_argument("--source", choices=["mlflow", "files"], default="mlflow",
                    help="read the evaluate runs from MLflow (default) or reports/eval/<method>/metrics.json")
     p.add_argument("--run-id", default=None, help="only runs below this MLflow parent run (one pipeline run)")
@@ -387,6 +340,10 @@ def add_args(p) -> None:
 
 def run(cfg, ctx: StageContext) -> StageResult:
     o = ctx.options
+    if o.get("experiment"):
+        from codeblock.experiment.tables import compare_result
+
+        return compare_result(cfg, o["experiment"])
     source = o.get("source") or "mlflow"
     res = run_compare(cfg, source=source, run_id=o.get("run_id"), write=bool(o.get("write")))
     failed = not res["table"] and source != "files"
@@ -394,6 +351,8 @@ def run(cfg, ctx: StageContext) -> StageResult:
 
 
 def summary(res: StageResult) -> str:
+    if "experiment_md" in res.payload:
+        return res.payload["experiment_md"]
     out = markdown(res.payload["table"], note=res.payload.get("note", ""))
     if res.payload.get("best"):
         out += f"best by {res.payload['champion_metric']}: {res.payload['best']}\n"
