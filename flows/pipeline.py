@@ -195,11 +195,24 @@ def _comparison(cfg, pr) -> dict[str, Any]:
     return res
 
 
-def _publish(pr, table_md: str, metrics: dict[str, Any], report: dict[str, Any] | None) -> None:
+def _statistics(cfg) -> str:
+    """The paired view of this run (one seed per method): each method against
+    experiment.baseline with a bootstrap interval and the problems that flip; written beside the
+    comparison as statistics.md."""
+    from codeblock.core.io import atomic_write_text
+    from codeblock.experiment.tables import pipeline_table
+
+    text = pipeline_table(cfg)
+    atomic_write_text(Path(cfg.pipeline.compare_dir) / "statistics.md", text)
+    return text
+
+
+def _publish(pr, table_md: str, stats_md: str, metrics: dict[str, Any], report: dict[str, Any] | None) -> None:
     """MLflow (table + metrics on the parent run) and Prefect artifacts (table, report link)."""
     pr.log_text(table_md, "compare.md")
+    pr.log_text(stats_md, "statistics.md")
     pr.log_metrics(metrics)
-    create_markdown_artifact(markdown=f"# pass@1 per method and benchmark\n\n{table_md}",
+    create_markdown_artifact(markdown=f"# pass@1 per method and benchmark\n\n{table_md}\n\n{stats_md}",
                              key="codeblock-pass-at-1", description="pass@1 per method x benchmark")
     html = next((p for p in (report or {}).get("outputs", []) if p.endswith(".html")), None)
     if html:
@@ -256,12 +269,13 @@ def compare(methods: list[str] | None = None, params: str = "params.yaml", profi
         report = _selection_report(cfg, ref, methods)
         res = _comparison(cfg, pr)
         table_md = markdown(res["table"], note=res["note"])
-        _publish(pr, table_md, res["metrics"], report)
+        stats_md = _statistics(cfg)
+        _publish(pr, table_md, stats_md, res["metrics"], report)
         _record_in_dvc(cfg, ref, methods, report is not None, pr, logger)
         champion = _promote(cfg, res["best"], pr)
         logger.info("comparison:\n%s", table_md)
     return {"run_id": pr.run_id, "methods": {m: r["run_id"] for m, r in per_method.items()},
-            "table": res["table"], "outputs": res["outputs"], "champion": champion, "note": res["note"]}
+            "table": res["table"], "outputs": res["outputs"], "champion": champion, "note": res["note"], "statistics": stats_md}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -280,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
 
     res = compare(methods=args.methods, params=args.params, profile=args.profile, overrides=args.overrides)
     print(markdown(res["table"], note=res.get("note", "")), end="")
+    print("\n" + res.get("statistics", ""), end="")
     return 0
 
 
