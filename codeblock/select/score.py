@@ -248,9 +248,9 @@ def _run(cfg, rows: list[dict], excess: bool, ranks: Ranks, ident: dict, key: st
     metrics.update({c: sum(p[c] for p in per_rank) for c in COUNTS})
     metrics["seconds"] = max(p["seconds"] for p in per_rank)
     metrics["tokens_per_s"] = metrics["tokens_scored"] / metrics["seconds"] if metrics["seconds"] > 0 else 0.0
-    if metrics["samples_scored"] or done:
-        metrics["mean_gce"] = mean_gce(folder, n_shards)
     if main:
+        if metrics["samples_scored"] or done:
+            metrics["mean_gce"] = mean_gce(folder, n_shards)
         write_json(folder / "index.json", {
             "model_key": key, "identity": ident, "mode": sc.mode, "q": sc.gce_q, "samples": len(rows),
             "shards": [shard_path(folder, k).name for k in range(n_shards)],
@@ -268,8 +268,9 @@ def run(cfg, ctx: StageContext) -> StageResult:
 
 def summary(res: StageResult) -> str:
     m = res.metrics
+    ranks = f" on {m['ranks']} ranks" if m.get("ranks", 1) > 1 else ""
     lines = [f"score: {m['samples']} samples in {m['shards']} shard(s) ({m['shards_cached']} cached, "
-             f"{m['samples_reused']} samples reused) -> {res.outputs[0]}"]
+             f"{m['samples_reused']} samples reused){ranks} -> {res.outputs[0]}"]
     if m["samples_scored"]:
         lines.append(f"  scored {m['samples_scored']} samples, {m['tokens_scored']} tokens in {m['seconds']:.1f}s "
                      f"({m['tokens_per_s']:.0f} tokens/s)")

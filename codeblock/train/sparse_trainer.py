@@ -234,3 +234,20 @@ def build_trainer(cfg, model, dataset: MicroBatches, output_dir: str | Path, *, 
     return trainer
 
 
+
+
+def save_final_model(trainer: SparseLossTrainer, output_dir: str | Path, main: bool) -> None:
+    """Full weights of the trained model into `output_dir`; every process must call it.
+
+    DDP / one process: the Trainer's save_model. FSDP with sharded checkpoints
+    (`fsdp_state_dict_type: SHARDED_STATE_DICT`, configs/accelerate/fsdp.yaml): save_model would
+    write nothing, so the full state dict is gathered (accelerate's get_state_dict: FSDP2's
+    get_model_state_dict, full and offloaded to CPU) and the main process writes it.
+    """
+    plugin = getattr(trainer.accelerator.state, "fsdp_plugin", None)
+    if trainer.is_fsdp_enabled and plugin is not None and "FULL_STATE_DICT" not in str(plugin.state_dict_type):
+        state = trainer.accelerator.get_state_dict(trainer.model)
+        if main:
+            trainer._save(str(output_dir), state_dict=state)
+        return
+    trainer.save_model(str(output_dir))

@@ -42,7 +42,14 @@ from codeblock.stages import StageContext, StageResult, stage_hash
 from codeblock.train.checkpoints import fingerprint, last_complete_checkpoint, prepare_checkpoint_dir
 from codeblock.train.collate import MicroBatches, token_budget_batches
 from codeblock.train.labelset import open_label_set, prepare_label_set
-from codeblock.train.sparse_trainer import StepLogger, build_trainer, peak_flops, prepare_model, training_arguments
+from codeblock.train.sparse_trainer import (
+    StepLogger,
+    build_trainer,
+    peak_flops,
+    prepare_model,
+    save_final_model,
+    training_arguments,
+)
 
 log = logging.getLogger("codeblock.train.trainer")
 
@@ -159,12 +166,12 @@ def run_train(cfg, method: str | None = None, fresh: bool = False, resume_anyway
         trainer.flops_per_token, trainer.peak_flops = 6.0 * n_total, peak_flops(cfg)
         result = _train_or_reload(trainer, resume, cfg.train.max_steps)
 
-        # Final weights: every process calls save_model (FSDP gathers), the main one writes.
+        # Final weights: every process takes part (FSDP gathers), the main one writes.
         tmp = run_dir / ".model.tmp"
         if main:
             shutil.rmtree(tmp, ignore_errors=True)
         args.distributed_state.wait_for_everyone()
-        trainer.save_model(str(tmp))
+        save_final_model(trainer, tmp, main)
         args.distributed_state.wait_for_everyone()
         outputs = [str(model_dir), str(run_dir / "train_metrics.json"), str(run_dir / "loss.csv")]
         if not main:
