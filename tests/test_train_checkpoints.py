@@ -121,8 +121,12 @@ def test_training_resumes_after_volatile_change_and_stops_after_a_real_one(cfg, 
     with pytest.raises(CheckpointMismatch, match="train.lr"):
         run_train(cfg, "codeblock")
     assert (ck / "checkpoint-2").is_dir()
+    cfg.train.peak_tflops = 1e-3  # volatile: MFU is logged, nothing else changes
     res = run_train(cfg, "codeblock", fresh=True)
     assert res["resumed_from"] is None and res["metrics"]["steps"] == 2
+    m = res["metrics"]
+    n_params = m["mfu"] * 1e9 / (6.0 * m["tokens_per_s"])  # mfu = 6 N tokens/s / peak
+    assert 0 < m["mfu"] and n_params > m["trainable_params"]
     assert (ck / "checkpoint-2-backup").is_dir()
 
 
