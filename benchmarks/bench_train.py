@@ -51,7 +51,7 @@ def _peak_rss_mb() -> float:
 def _load(args, cfg):
     import torch
 
-    from codeblock.train.trainer import prepare_model
+    from codeblock.train.sparse_trainer import prepare_model
 
     if args.model == "qwen2.5-0.5b-shape":
         from transformers import Qwen2Config, Qwen2ForCausalLM

@@ -4,6 +4,7 @@ and the excess mode."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -11,7 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from codeblock.select.score import gce_from_logp, load_scores, make_batches, run_score
+from codeblock.select.gce import gce_from_logp, make_batches
+from codeblock.select.score import run_score
+from codeblock.select.score_cache import load_scores
 
 ROWS = [
     ("s0", "Add two numbers.", "```python\ndef add(a, b):\n    return a + b\n```"),
@@ -147,11 +150,13 @@ def test_cache_skip_resume_and_reuse(scfg):
     new = load_scores(scfg)
     assert len(new["s2"]["gce"]) != len(before["s2"]["gce"])
     np.testing.assert_array_equal(new["s3"]["gce"], before["s3"]["gce"])
-    # a smaller pool drops stale shards
+    # a smaller pool leaves the index at its own shards; the others stay (a cache is never deleted
+    # without a flag) and serve as per-sample reuse when the pool grows again
     write_filtered(scfg.paths.filtered, rows[:2])
     small = run_score(scfg, progress=False)["metrics"]
     assert small["shards"] == 1 and small["samples_scored"] == 0
-    assert sorted(p.name for p in folder.glob("shard-*.parquet")) == ["shard-00000.parquet"]
+    assert json.loads((folder / "index.json").read_text())["shards"] == ["shard-00000.parquet"]
+    assert len(list(folder.glob("shard-*.parquet"))) == 3
     assert set(load_scores(scfg)) == {"s0", "s1"}
 
 

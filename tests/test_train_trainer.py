@@ -12,9 +12,10 @@ import torch
 from test_train_loss import VOCAB, tiny_llama
 
 from codeblock.core.io import BadRowError, sha256_file, write_parquet
-from codeblock.train.collate import LabelSet, MicroBatchCollator, MicroBatches, load_label_set, token_budget_batches
+from codeblock.train.collate import MicroBatchCollator, MicroBatches, token_budget_batches
+from codeblock.train.labelset import LabelSet, load_label_set
 from codeblock.train.sparse_loss import IGNORE_INDEX, full_ce_sum
-from codeblock.train.trainer import build_trainer
+from codeblock.train.sparse_trainer import build_trainer
 
 
 def make_set(n: int, seed: int = 0, zero: tuple[int, ...] = ()) -> LabelSet:

@@ -159,6 +159,26 @@ def resolve_dtype(model_cfg, device=None):
     return torch.float32
 
 
+def torch_threads(model_cfg) -> int:
+    """CPU threads for torch (`model.torch_threads`): n > 0 as given; 0 = half the CPUs this process
+    may use (at least 1), which stays fast when other jobs share the machine; -1 = torch's default."""
+    n = model_cfg.torch_threads
+    if n != 0:
+        return n
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cpus // 2)
+
+
+def apply_torch_threads(model_cfg) -> int:
+    """Set torch's intra-op threads from `model.torch_threads` (unless -1); returns the count."""
+    import torch
+
+    n = torch_threads(model_cfg)
+    if n > 0 and torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return torch.get_num_threads()
+
+
 def load_tokenizer(model_cfg, name_or_path: str | None = None):
     from transformers import AutoTokenizer
 
@@ -191,8 +211,10 @@ def load_model(model_cfg, name_or_path: str | None = None, for_training: bool = 
         base = load_model(model_cfg, base_ref, for_training=for_training)
         model = PeftModel.from_pretrained(base, path, is_trainable=for_training)
         return model
+    apply_torch_threads(model_cfg)
+    extra = {"attn_implementation": model_cfg.attn_implementation} if model_cfg.attn_implementation else {}
     model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=dtype, trust_remote_code=model_cfg.trust_remote_code
+        path, dtype=dtype, trust_remote_code=model_cfg.trust_remote_code, **extra
     )
     model.to(device)
     if not for_training:

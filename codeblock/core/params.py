@@ -52,6 +52,15 @@ class ModelConfig:
     device: str = f("auto", "auto | cpu | cuda | cuda:N | mps.")
     hf_cache_dir: str = f("models/hf", "Where GGUF files are converted to HF folders (cached).", volatile=True)
     trust_remote_code: bool = f(False, "Passed to from_pretrained; keep off unless you trust the repo.")
+    attn_implementation: str = f(
+        "", "Attention kernel passed to from_pretrained: '' = transformers' default (sdpa), eager, sdpa, "
+        "flash_attention_2 (needs the flash-attn package and a GPU). Same math, another kernel: not hashed.",
+        volatile=True,
+    )
+    torch_threads: int = f(
+        0, "CPU threads of torch in every stage that loads a model: 0 = half the CPUs this process may use "
+        "(stays fast on a shared machine), n = n threads, -1 = torch's default (all cores).", volatile=True,
+    )
 
 
 @dataclass
@@ -201,6 +210,10 @@ class TrainConfig:
     optim: str = f("adamw_torch", "transformers optimizer name (adamw_torch, sgd, adafactor, ...).")
     save_total_limit: int = f(2, "Checkpoints kept in runs/<method>/checkpoints (oldest deleted).", volatile=True)
     log_model: bool = f(True, "Log the saved model to MLflow and register it with the @candidate alias.", volatile=True)
+    peak_tflops: float = f(
+        0.0, "Peak dense TFLOP/s of one device, for the MFU metric (0 = guess from the GPU name; none on CPU).",
+        volatile=True,
+    )
 
 
 @dataclass

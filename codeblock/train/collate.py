@@ -1,105 +1,22 @@
-"""Training data for the sparse-loss trainer: label sets, token-budget batches, padding.
+"""Batching for the sparse-loss trainer: token-budget micro-batches and their padding.
 
-A label set (`labels_dir/<method>/labels.parquet`, written by `select` or a baseline) has one row
-per sample: `id`, `input_ids` (list<int32>), `labels` (list<int32>, -100 = not supervised; a
-supervised label equals the input id at the same position, as in every causal-LM dataset).
-
-- `load_label_set` validates and truncates the rows, and DROPS the samples left with no supervised
-  token (counted): at a ~2% budget many responses get no item, and a forward pass over them
-  teaches nothing.
 - `token_budget_batches` groups samples of similar length (sorted by length) into micro-batches
   whose padded size (rows x longest row) stays within `batch_tokens`.
 - `MicroBatches` is a map-style dataset whose items ARE those micro-batches, so the Trainer's own
   sampler (seeded, resumable, sharded across processes by accelerate) shuffles whole batches, and
-  `collate_micro_batch` pads one of them.
+  `MicroBatchCollator` pads one of them. Rows come from a `codeblock.train.labelset.LabelSet`
+  (read lazily from a memory map during training).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from codeblock.core.io import BadRowError
+from codeblock.train.labelset import LabelSet
 from codeblock.train.sparse_loss import IGNORE_INDEX, shift_labels
-
-REQUIRED_COLUMNS = ("id", "input_ids", "labels")
-
-
-@dataclass
-class LabelSet:
-    ids: list[str]
-    input_ids: list[np.ndarray]
-    labels: list[np.ndarray]
-    stats: dict[str, int] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @property
-    def lengths(self) -> list[int]:
-        return [len(x) for x in self.input_ids]
-
-
-def load_label_set(path: str | Path, max_length: int) -> LabelSet:
-    """Read, validate and truncate a labels parquet; drop samples with no supervised token."""
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: label set not found (run `codeblock select` or a baseline first)")
-    table = pq.read_table(path)
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
-    if missing:
-        raise BadRowError(path, "-", missing[0], f"missing column (have {table.column_names})")
-    ids = table.column("id").to_pylist()
-    all_ids = table.column("input_ids").to_pylist()
-    all_labels = table.column("labels").to_pylist()
-    del table
-
-    out = LabelSet([], [], [])
-    st = {"rows": len(ids), "kept": 0, "dropped_no_supervision": 0, "dropped_truncated": 0,
-          "truncated": 0, "supervised_tokens": 0, "input_tokens": 0}
-    seen: set[str] = set()
-    for row, (sid, x, y) in enumerate(zip(ids, all_ids, all_labels)):
-        if not isinstance(sid, str) or not sid:
-            raise BadRowError(path, row, "id", f"expected a non-empty string, got {sid!r}")
-        if sid in seen:
-            raise BadRowError(path, row, "id", f"duplicate id {sid!r}")
-        seen.add(sid)
-        if x is None or y is None or len(x) != len(y):
-            raise BadRowError(path, row, "labels", f"length {None if y is None else len(y)} != input_ids length "
-                                                   f"{None if x is None else len(x)}")
-        if len(x) < 2:
-            raise BadRowError(path, row, "input_ids", f"needs at least 2 tokens, got {len(x)}")
-        x = np.asarray(x, dtype=np.int64)
-        y = np.asarray(y, dtype=np.int64)
-        sup = y != IGNORE_INDEX
-        if np.any(sup & (y != x)):
-            t = int(np.flatnonzero(sup & (y != x))[0])
-            raise BadRowError(path, row, "labels", f"label {y[t]} at position {t} differs from input id {x[t]} "
-                                                   "(labels must be unshifted copies of input_ids or -100)")
-        had = bool(sup[1:].any())
-        if len(x) > max_length:
-            x, y = x[:max_length], y[:max_length]
-            st["truncated"] += 1
-        y = y.copy()
-        y[0] = IGNORE_INDEX  # position 0 is never predicted
-        n_sup = int((y != IGNORE_INDEX).sum())
-        if n_sup == 0:
-            st["dropped_truncated" if had else "dropped_no_supervision"] += 1
-            continue
-        out.ids.append(sid)
-        out.input_ids.append(x)
-        out.labels.append(y)
-        st["supervised_tokens"] += n_sup
-        st["input_tokens"] += len(x)
-    st["kept"] = len(out.ids)
-    st["dropped"] = st["dropped_no_supervision"] + st["dropped_truncated"]
-    out.stats = st
-    return out
 
 
 def token_budget_batches(lengths: list[int], batch_tokens: int, max_rows: int = 0) -> list[list[int]]:
