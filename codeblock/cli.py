@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -93,6 +94,8 @@ def build_parser(wanted: str | None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # stage progress notes (resuming from a checkpoint, samples kept, ...) go to stderr
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
         cfg = load_config(args.params, args.overrides, args.profile)

@@ -342,3 +342,33 @@ def test_refiltering_the_kept_pool_keeps_it(tmp_path):
     res = run_filter(cfg, problem_texts=fixture_benchmarks, progress=False)
     assert res["metrics"]["kept"] == first and res["metrics"]["dropped"] == 0
     assert pq.read_schema(cfg.paths.filtered).names.count("quality") == 1
+
+
+def test_filter_rows_decides_without_files():
+    """The pure decision function: every row either kept or dropped with one reason; the long-tail
+    order comes from the embedding it is given (rarer instruction = higher score = kept first)."""
+    from codeblock.select.filter import filter_rows
+
+    cfg = load_config(ROOT / "params.yaml", ["filter.keep=2", "filter.knn_k=1"])
+    dec = Decontaminator(n=13, min_words=8)
+    dec.add("hb", "HB/0", BENCH_TEXT)
+    dec.finalize()
+    rows = [{"id": f"r{i}", "instruction": f"task {i}", "response": GOOD_CODE.replace("add", f"add{i}")}
+            for i in range(4)]
+    rows.append({"id": "dup", "instruction": "task 0", "response": rows[0]["response"]})
+    rows.append({"id": "leak", "instruction": BENCH_TEXT, "response": GOOD_CODE})
+    rows.append({"id": "broken", "instruction": "task b", "response": BROKEN_CODE})
+    # r0, r1 share a direction (common); r2 and r3 each stand alone (rare): they rank first
+    vec = {"task 0": [1, 0, 0], "task 1": [1, 0.05, 0], "task 2": [0, 1, 0], "task 3": [0, 0, 1]}
+
+    def embed(texts):
+        m = np.asarray([vec[t] for t in texts], dtype=np.float32)
+        return m / np.linalg.norm(m, axis=1, keepdims=True)
+
+    out = filter_rows(rows, cfg.filter, dec, embed)
+    ids = {i: r["id"] for i, r in enumerate(rows)}
+    assert [ids[i] for i in out.kept] == ["r2", "r3"]
+    why = {ids[i]: reason for i, (reason, _) in out.dropped.items()}
+    assert why == {"dup": "exact_dup", "leak": "contaminated:hb", "broken": "quality",
+                   "r0": "not_kept_rank", "r1": "not_kept_rank"}
+    assert set(out.kept) | set(out.dropped) == set(range(len(rows)))

@@ -43,6 +43,8 @@ from __future__ import annotations
 
 import ast
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +53,7 @@ from tqdm import tqdm
 
 from codeblock.core.io import BadRowError, read_parquet_metadata, sha256_file, write_parquet
 from codeblock.core.markdown import fenced_blocks
-from codeblock.data.decontam import ProblemTexts, build_decontaminator
+from codeblock.data.decontam import Decontaminator, ProblemTexts, build_decontaminator
 from codeblock.select.dedup import exact_key, near_duplicates
 from codeblock.select.fencelang import classify_untagged
 from codeblock.select.languages import get_spec
@@ -151,34 +153,28 @@ def n_to_keep(keep: float, n: int) -> int:
     return min(n, int(round(keep * n)) if keep <= 1 else int(keep))
 
 
-def run_filter(cfg, problem_texts: ProblemTexts | None = None, progress: bool = True) -> dict:
-    """Filter `paths.pool` into `paths.filtered` and `paths.filter_report` (module docstring)."""
-    from codeblock.core.tracking import stage_run
-    from codeblock.select.embed import embed_texts, knn_longtail
+@dataclass
+class FilterOutcome:
+    """What the filter decided for every pool row (indices into the pool's rows)."""
 
-    fc = cfg.filter
-    rows = _read_pool(cfg.paths.pool)
-    n = len(rows)
-    dropped: dict[int, tuple[str, str]] = {}  # row index -> (reason, detail)
+    dropped: dict[int, tuple[str, str]]  # row -> (reason, detail)
+    quality: np.ndarray
+    quality_source: list[str]
+    longtail: np.ndarray
+    rank: dict[int, int]  # row -> rank among the candidates (quality, then long-tail)
+    kept: list[int]  # kept rows, in pool order
 
-    # 1. decontamination
-    dec, unavailable = build_decontaminator(cfg, problem_texts)
-    for i, r in enumerate(tqdm(rows, desc="decontaminate", unit="row", disable=not progress)):
-        found = dec.hit(r["instruction"] + "\n" + r["response"])
-        if found:
-            dropped[i] = (f"contaminated:{found[0]}", f"{found[0]}/{found[1]}: '{found[2]}'")
+    def reasons(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for reason, _ in self.dropped.values():
+            out[reason] = out.get(reason, 0) + 1
+        return out
 
-    # 2. quality
-    quality = np.zeros(n)
-    qsource = [""] * n
-    for i, r in enumerate(tqdm(rows, desc="quality", unit="row", disable=not progress)):
-        q, src, ok, why = rate_row(r, fc)
-        quality[i], qsource[i] = q, src
-        if not ok and i not in dropped:
-            dropped[i] = ("quality", why)
 
-    # 3-4. duplicates, scanned best first: higher quality, then pool order
-    order = sorted((i for i in range(n) if i not in dropped), key=lambda i: (-quality[i], i))
+def _drop_duplicates(rows: list[dict], quality: np.ndarray, dropped: dict, fc, progress: bool) -> list[int]:
+    """Exact, then near duplicates, scanned best first (higher quality, then pool order); returns
+    the surviving rows in that order."""
+    order = sorted((i for i in range(len(rows)) if i not in dropped), key=lambda i: (-quality[i], i))
     first: dict[str, int] = {}
     for i in order:
         key = exact_key(rows[i]["instruction"], rows[i]["response"])
@@ -191,44 +187,73 @@ def run_filter(cfg, problem_texts: ProblemTexts | None = None, progress: bool = 
                            fc.near_dup_threshold, fc.near_dup_shingle, fc.minhash_perms, progress)
     for pos, (other, jac) in near.items():
         dropped[order[pos]] = ("near_dup", f"Jaccard {jac:.3f} with {rows[order[other]]['id']}")
-    cands = [i for i in order if i not in dropped]
+    return [i for i in order if i not in dropped]
 
-    # 5. long-tail and rank
+
+def filter_rows(rows: list[dict], fc, dec: Decontaminator,
+                embed: Callable[[list[str]], np.ndarray], progress: bool = False) -> FilterOutcome:
+    """The filter's decisions, without files: decontamination, quality gate, exact and near
+    duplicates, then long-tail ranking (`embed` maps instructions to unit vectors) and the cut."""
+    from codeblock.select.embed import knn_longtail
+
+    n = len(rows)
+    dropped: dict[int, tuple[str, str]] = {}
+    for i, r in enumerate(tqdm(rows, desc="decontaminate", unit="row", disable=not progress)):
+        found = dec.hit(r["instruction"] + "\n" + r["response"])
+        if found:
+            dropped[i] = (f"contaminated:{found[0]}", f"{found[0]}/{found[1]}: '{found[2]}'")
+    quality = np.zeros(n)
+    qsource = [""] * n
+    for i, r in enumerate(tqdm(rows, desc="quality", unit="row", disable=not progress)):
+        q, src, ok, why = rate_row(r, fc)
+        quality[i], qsource[i] = q, src
+        if not ok and i not in dropped:
+            dropped[i] = ("quality", why)
+    cands = _drop_duplicates(rows, quality, dropped, fc, progress)
     longtail = np.zeros(n)
     if cands:
-        from codeblock.core.models import resolve_device
-
-        emb = embed_texts([rows[i]["instruction"] for i in cands], fc.embedder, fc.embed_batch_size,
-                          device=str(resolve_device(cfg.model)), models_dir=cfg.paths.models_dir,
-                          progress=progress)
-        longtail[cands] = knn_longtail(emb, fc.knn_k, progress=progress)
+        longtail[cands] = knn_longtail(embed([rows[i]["instruction"] for i in cands]), fc.knn_k, progress=progress)
     ranked = sorted(cands, key=lambda i: (-quality[i], -longtail[i], i))
     n_keep = n_to_keep(fc.keep, len(ranked))
     rank = {i: k for k, i in enumerate(ranked)}
     for i in ranked[n_keep:]:
         dropped[i] = ("not_kept_rank", f"rank {rank[i]} >= keep {n_keep}")
-    kept = sorted(ranked[:n_keep])
+    return FilterOutcome(dropped, quality, qsource, longtail, rank, sorted(ranked[:n_keep]))
 
-    # outputs
-    import pyarrow as pa
 
-    pool_meta = read_parquet_metadata(cfg.paths.pool)
-    meta = {
-        "stage": "filter",
-        "config_hash": stage_hash(cfg, "filter"),
-        "input": {"pool": cfg.paths.pool, "sha256": sha256_file(cfg.paths.pool)},
-        "pool_meta_hash": pool_meta.get("config_hash"),
-        "decontam_problems": dec.counts,
-        "decontam_unavailable": unavailable,
-        "embedder": fc.embedder,
+def filter_metrics(n: int, out: FilterOutcome, dec: Decontaminator, unavailable: dict[str, str],
+                   benchmarks: list[str]) -> dict[str, float]:
+    reasons, kept = out.reasons(), out.kept
+    metrics: dict[str, float] = {
+        "pool_rows": n,
+        "kept": len(kept),
+        "dropped": len(out.dropped),
+        "dropped_quality": reasons.get("quality", 0),
+        "dropped_exact_dup": reasons.get("exact_dup", 0),
+        "dropped_near_dup": reasons.get("near_dup", 0),
+        "dropped_not_kept_rank": reasons.get("not_kept_rank", 0),
+        "dropped_contaminated": sum(v for k, v in reasons.items() if k.startswith("contaminated:")),
+        "decontam_unavailable": len(unavailable),
+        "mean_quality_kept": float(out.quality[kept].mean()) if kept else 0.0,
+        "mean_longtail_kept": float(out.longtail[kept].mean()) if kept else 0.0,
     }
-    kept_rows = [
-        {**rows[i], "quality": float(quality[i]), "quality_source": qsource[i],
-         "longtail": float(longtail[i]), "rank": rank[i]}
-        for i in kept
-    ]
+    for name in benchmarks:
+        metrics[f"dropped_contaminated/{name}"] = reasons.get(f"contaminated:{name}", 0)
+        metrics[f"decontam_problems/{name}"] = dec.counts.get(name, 0)
+    return metrics
+
+
+def write_filter_outputs(cfg, rows: list[dict], out: FilterOutcome, meta: dict) -> None:
+    """The kept pool (with quality, source of the quality, long-tail score and rank) and the report
+    of every dropped row with its reason, both atomically."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    kept_rows = [
+        {**rows[i], "quality": float(out.quality[i]), "quality_source": out.quality_source[i],
+         "longtail": float(out.longtail[i]), "rank": out.rank[i]}
+        for i in out.kept
+    ]
     pool_schema = pq.read_schema(cfg.paths.pool).remove_metadata()
     for name in ("quality", "quality_source", "longtail", "rank"):  # re-filtering a filtered pool
         if name in pool_schema.names:
@@ -238,33 +263,42 @@ def run_filter(cfg, problem_texts: ProblemTexts | None = None, progress: bool = 
     write_parquet(cfg.paths.filtered, pa.Table.from_pylist(kept_rows, schema=schema), {**meta, "rows": len(kept_rows)})
     report_rows = [
         {"id": rows[i]["id"], "source": rows[i].get("source"), "reason": reason, "detail": detail,
-         "quality": float(quality[i])}
-        for i, (reason, detail) in sorted(dropped.items())
+         "quality": float(out.quality[i])}
+        for i, (reason, detail) in sorted(out.dropped.items())
     ]
     report_schema = pa.schema([("id", pa.string()), ("source", pa.string()), ("reason", pa.string()),
                                ("detail", pa.string()), ("quality", pa.float64())])
     write_parquet(cfg.paths.filter_report, pa.Table.from_pylist(report_rows, schema=report_schema),
                   {**meta, "rows": len(report_rows)})
 
-    reasons: dict[str, int] = {}
-    for reason, _ in dropped.values():
-        reasons[reason] = reasons.get(reason, 0) + 1
-    metrics: dict[str, float] = {
-        "pool_rows": n,
-        "kept": len(kept),
-        "dropped": len(dropped),
-        "dropped_quality": reasons.get("quality", 0),
-        "dropped_exact_dup": reasons.get("exact_dup", 0),
-        "dropped_near_dup": reasons.get("near_dup", 0),
-        "dropped_not_kept_rank": reasons.get("not_kept_rank", 0),
-        "dropped_contaminated": sum(v for k, v in reasons.items() if k.startswith("contaminated:")),
-        "decontam_unavailable": len(unavailable),
-        "mean_quality_kept": float(quality[kept].mean()) if kept else 0.0,
-        "mean_longtail_kept": float(longtail[kept].mean()) if kept else 0.0,
+
+def run_filter(cfg, problem_texts: ProblemTexts | None = None, progress: bool = True) -> dict:
+    """Filter `paths.pool` into `paths.filtered` and `paths.filter_report` (module docstring)."""
+    from codeblock.core.models import resolve_device
+    from codeblock.core.tracking import stage_run
+    from codeblock.select.embed import embed_texts
+
+    fc = cfg.filter
+    rows = _read_pool(cfg.paths.pool)
+    dec, unavailable = build_decontaminator(cfg, problem_texts)
+
+    def embed(texts: list[str]) -> np.ndarray:
+        return embed_texts(texts, fc.embedder, fc.embed_batch_size, device=str(resolve_device(cfg.model)),
+                           models_dir=cfg.paths.models_dir, progress=progress)
+
+    out = filter_rows(rows, fc, dec, embed, progress)
+    meta = {
+        "stage": "filter",
+        "config_hash": stage_hash(cfg, "filter"),
+        "input": {"pool": cfg.paths.pool, "sha256": sha256_file(cfg.paths.pool)},
+        "pool_meta_hash": read_parquet_metadata(cfg.paths.pool).get("config_hash"),
+        "decontam_problems": dec.counts,
+        "decontam_unavailable": unavailable,
+        "embedder": fc.embedder,
     }
-    for name in fc.decontam_benchmarks:
-        metrics[f"dropped_contaminated/{name}"] = reasons.get(f"contaminated:{name}", 0)
-        metrics[f"decontam_problems/{name}"] = dec.counts.get(name, 0)
+    write_filter_outputs(cfg, rows, out, meta)
+    reasons = out.reasons()
+    metrics = filter_metrics(len(rows), out, dec, unavailable, fc.decontam_benchmarks)
     params = {f"filter.{k}": v for k, v in cfg.to_dict()["filter"].items()}
     with stage_run(cfg, "filter", params=params, tags={"decontam_unavailable": ",".join(unavailable) or "none"}) as tr:
         tr.log_metrics(metrics)

@@ -37,7 +37,7 @@ import shutil
 from pathlib import Path
 
 from codeblock.core import tracking
-from codeblock.core.io import atomic_write_text, sha256_file, write_json
+from codeblock.core.io import atomic_write_text, require_input, sha256_file, write_json
 from codeblock.stages import StageContext, StageResult, stage_hash
 from codeblock.train.checkpoints import fingerprint, last_complete_checkpoint, prepare_checkpoint_dir
 from codeblock.train.collate import MicroBatches, token_budget_batches
@@ -114,6 +114,48 @@ def vocab_size(model_path: str) -> int:
     return int(getattr(conf.get_text_config(), "vocab_size", 0) or 0)
 
 
+def run_metrics(trainer, result, stats: dict, n_batches: int, n_trainable: int, world_size: int) -> dict:
+    """The run's summary metrics, from the trainer's state and the label set's statistics."""
+    history = trainer.state.log_history
+    losses = [h for h in history if "loss" in h]
+    sup_seen = [h["supervised_tokens_seen"] for h in history if "supervised_tokens_seen" in h]
+    runtime = result.metrics.get("train_runtime", 0.0)
+    metrics = {
+        "final_loss": losses[-1]["loss"] if losses else float("nan"),
+        "train_loss": result.training_loss,
+        "steps": trainer.state.global_step,
+        "epochs": trainer.state.epoch or 0.0,
+        "supervised_tokens": stats["supervised_tokens"],
+        "supervised_tokens_seen": sup_seen[-1] if sup_seen else 0,
+        "input_tokens": stats["input_tokens"],
+        "supervised_share_of_input": stats["supervised_tokens"] / max(stats["input_tokens"], 1),
+        "tokens_per_s": (trainer.state.num_input_tokens_seen - trainer._session_tokens0) / max(runtime, 1e-9),
+        "runtime_s": runtime,
+        "samples_kept": stats["kept"],
+        "samples_dropped": stats["dropped"],
+        "dropped_no_supervision": stats["dropped_no_supervision"],
+        "dropped_truncated": stats["dropped_truncated"],
+        "micro_batches": n_batches,
+        "trainable_params": n_trainable,
+    }
+    if trainer.peak_flops:
+        metrics["mfu"] = metrics["tokens_per_s"] * trainer.flops_per_token / (trainer.peak_flops * world_size)
+    return metrics
+
+
+def _finish_model_dir(cfg, tmp: Path, tok) -> str:
+    """Merge LoRA if asked, add the tokenizer, drop the pickled args; returns the model's kind."""
+    kind = "full"
+    if cfg.train.finetune == "lora":
+        kind = "lora_adapter"
+        if cfg.train.merge:
+            kind = "merged"
+            _merge_adapter(cfg, tmp, tok)
+    tok.save_pretrained(tmp)
+    (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the config is in codeblock_train.json
+    return kind
+
+
 def run_train(cfg, method: str | None = None, fresh: bool = False, resume_anyway: bool = False) -> dict:
     from codeblock.core.models import apply_torch_threads, load_tokenizer, model_identity, resolve_model_path
 
@@ -123,8 +165,7 @@ def run_train(cfg, method: str | None = None, fresh: bool = False, resume_anyway
     labels_path = Path(cfg.paths.labels_dir) / method / "labels.parquet"
     run_dir = Path(cfg.paths.runs_dir) / method
     ckpt_dir, model_dir, arrow = run_dir / "checkpoints", run_dir / "model", run_dir / "labels.arrow"
-    if not labels_path.exists():
-        raise FileNotFoundError(f"{labels_path}: label set not found (run `codeblock select` or a baseline first)")
+    require_input(labels_path, "label set", f"codeblock select --method {method}")
     apply_torch_threads(cfg.model)
     labels_sha = sha256_file(labels_path)
     base_resolved = resolve_model_path(cfg.model.name_or_path, cfg.model)
@@ -177,38 +218,9 @@ def run_train(cfg, method: str | None = None, fresh: bool = False, resume_anyway
         if not main:
             return {"outputs": outputs, "metrics": {}}
 
-        kind = "full"
-        if cfg.train.finetune == "lora":
-            kind = "lora_adapter"
-            if cfg.train.merge:
-                kind = "merged"
-                _merge_adapter(cfg, tmp, tok)
-        tok.save_pretrained(tmp)
-        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the config is in codeblock_train.json
+        kind = _finish_model_dir(cfg, tmp, tok)
         history = trainer.state.log_history
-        losses = [h for h in history if "loss" in h]
-        sup_seen = [h["supervised_tokens_seen"] for h in history if "supervised_tokens_seen" in h]
-        metrics = {
-            "final_loss": losses[-1]["loss"] if losses else float("nan"),
-            "train_loss": result.training_loss,
-            "steps": trainer.state.global_step,
-            "epochs": trainer.state.epoch or 0.0,
-            "supervised_tokens": data.stats["supervised_tokens"],
-            "supervised_tokens_seen": sup_seen[-1] if sup_seen else 0,
-            "input_tokens": data.stats["input_tokens"],
-            "supervised_share_of_input": data.stats["supervised_tokens"] / max(data.stats["input_tokens"], 1),
-            "tokens_per_s": (trainer.state.num_input_tokens_seen - trainer._session_tokens0)
-            / max(result.metrics.get("train_runtime", 0.0), 1e-9),
-            "runtime_s": result.metrics.get("train_runtime", 0.0),
-            "samples_kept": data.stats["kept"],
-            "samples_dropped": data.stats["dropped"],
-            "dropped_no_supervision": data.stats["dropped_no_supervision"],
-            "dropped_truncated": data.stats["dropped_truncated"],
-            "micro_batches": len(batches),
-            "trainable_params": n_trainable,
-        }
-        if trainer.peak_flops:
-            metrics["mfu"] = metrics["tokens_per_s"] * trainer.flops_per_token / (trainer.peak_flops * args.world_size)
+        metrics = run_metrics(trainer, result, data.stats, len(batches), n_trainable, args.world_size)
         info = {
             "method": method, "kind": kind, "base_model": cfg.model.name_or_path, "base_model_resolved": base_resolved,
             "labels": str(labels_path), "labels_sha256": labels_sha,
