@@ -3,7 +3,7 @@
 How a program runs
 ------------------
 Each worker slot starts one fork server, `unshare --net --mount --pid --fork --kill-child python
--I sandbox_runner.py` (a trusted, stdlib-only process that never runs untrusted code itself). Per
+-I sandbox/sbx_server.py` (a trusted, stdlib-only process that never runs untrusted code itself). Per
 program it forks a child that unshares fresh pid and mount namespaces and forks the program's
 process, which is pid 1 of the new pid namespace: no network (the server's network namespace has
 only a down loopback), no view of other processes (its own /proc), and a private size-limited
@@ -77,11 +77,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# The runner is stdlib-only so it can run isolated; the process-tree walk is shared from it.
-from codeblock.evaluate.sandbox_runner import _children  # noqa: E402
+# The sandbox modules are stdlib-only so they can run isolated; the process-tree walk is shared.
+from codeblock.evaluate.sandbox.sbx_proctree import kill_tree
 
-RUNNER = Path(__file__).with_name("sandbox_runner.py")
-HARNESS_VERSION = "codeblock-sandbox-1"
+RUNNER = Path(__file__).with_name("sandbox") / "sbx_server.py"
+HARNESS_VERSION = "codeblock-sandbox-2"
 _NS_FLAGS = ["--net", "--pid", "--mount", "--fork", "--mount-proc", "--kill-child"]
 _SAFE_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -118,11 +118,11 @@ class Task:
     test_format: str
     entry_point: str
     setup: str = ""
-    reference: str = ""  # evalplus: canonical program computing the expected outputs
-    inputs: list | None = None  # evalplus inputs
-    atol: float = 0.0
     libs: list[str] = field(default_factory=list)
     timeout_s: float | None = None  # overrides Limits.timeout_s
+    payload: dict[str, Any] = field(default_factory=dict)  # format-specific job data (evalplus)
+    max_report: int = 65536  # bytes of verdict the sandbox may send back (ground-truth outputs: more)
+    memory_mb: int | None = None  # overrides Limits.memory_mb (evalplus: its own 4 GiB default)
 
 
 @dataclass
@@ -132,6 +132,7 @@ class Verdict:
     error: str | None  # None when passed; else an error class (assertion, timeout, missing_library, ...)
     detail: str
     duration_s: float
+    data: Any = None  # format-specific report (evalplus status, ground-truth outputs)
 
     @property
     def passed(self) -> bool:
@@ -173,20 +174,6 @@ def isolation_mode(requested: str = "auto") -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Process helpers
-
-
-def _kill_tree(pid: int) -> None:
-    """SIGKILL a process and every descendant still attached to it (namespace inits included)."""
-    seen, stack = [], [pid]
-    while stack:
-        p = stack.pop()
-        seen.append(p)
-        stack.extend(_children(p))
-    for p in reversed(seen):
-        try:
-            os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _site_dirs() -> list[str]:
@@ -257,7 +244,7 @@ class _Server:
         return json.loads(line) if line else None
 
     def close(self) -> None:
-        _kill_tree(self.proc.pid)
+        kill_tree(self.proc.pid, top_down=False)
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -324,12 +311,14 @@ class Executor:
     # -- one program ---------------------------------------------------------------------------
 
     def _job(self, task: Task, slot: int, nonce: str, timeout: float) -> dict[str, Any]:
+        memory_mb = int(task.memory_mb or self.limits.memory_mb)
         job: dict[str, Any] = {
             "nonce": nonce, "format": task.test_format, "entry_point": task.entry_point,
-            "program": task.program, "test": task.test, "setup": task.setup, "reference": task.reference,
-            "inputs": json.dumps(task.inputs) if task.inputs is not None else None, "atol": task.atol,
-            "libs": list(task.libs), "cpu_s": timeout, "wall_s": timeout, "memory_mb": self.limits.memory_mb,
-            "fsize_mb": self.limits.fsize_mb, "nproc": self.limits.nproc, "env": dict(_SAFE_ENV),
+            "program": task.program, "test": task.test, "setup": task.setup, "libs": list(task.libs),
+            "max_report": task.max_report, **task.payload,
+            "cpu_s": timeout, "wall_s": timeout, "memory_mb": memory_mb,
+            "fsize_mb": self.limits.fsize_mb, "nproc": self.limits.nproc,
+            "env": {**_SAFE_ENV, "EVALPLUS_MAX_MEMORY_BYTES": str(memory_mb << 20)},
             "new_ns": self.mode != "none", "uid": self.sandbox_uid + slot if self.uid_switch else None,
             "workdir": None,
         }
@@ -377,8 +366,9 @@ def _decide(key: str, data: bytes, nonce: str, rc: int | None, timed_out: bool, 
     if not ok or msg.get("status") not in ("passed", "failed"):
         return Verdict(key, "failed", "tampered", "a verdict line without this run's nonce", dt)
     if msg["status"] == "passed":
-        return Verdict(key, "passed", None, "", dt)
-    return Verdict(key, "failed", str(msg.get("error") or "unknown"), str(msg.get("detail") or ""), dt)
+        return Verdict(key, "passed", None, "", dt, msg.get("data"))
+    return Verdict(key, "failed", str(msg.get("error") or "unknown"), str(msg.get("detail") or ""), dt,
+                   msg.get("data"))
 
 
 def limits_from_cfg(cfg, timeout_s: float | None = None) -> Limits:

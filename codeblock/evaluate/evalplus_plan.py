@@ -1,0 +1,148 @@
+"""HumanEval+ and MBPP+ scored verdict for verdict as evalplus 0.3.1 scores them.
+
+The data semantics are evalplus's own code, not a re-implementation:
+- inputs: MBPP+ argument lists are turned into tuples, sets and complex numbers by evalplus's
+  `mbpp_deserialize_inputs` (here, in the pipeline: the file is data, not code);
+- ground truth: the canonical program (`prompt + canonical_solution`) runs once per task in the
+  sandbox through evalplus's `trusted_exec`, which records each input's running time; MBPP+'s
+  output-not-None tasks keep only whether an output exists, as in evalplus's `get_groundtruth`;
+- per-input time limits: `max(min_time_limit, gt_time_limit_factor * t)` (evalplus's defaults
+  1 s and 4x), and a program budget of `min(60, sum(limits)) + 1` s plus the 1 s evalplus's
+  `untrusted_check` waits on top;
+- checking: evalplus's `unsafe_execute` runs inside the sandbox (`sandbox/sbx_evalplus.py`), once
+  for the base inputs and once, in a separate program, for the plus inputs, with `fast_check` as
+  `evalplus.evaluate` uses it. Its special oracles (HumanEval/32 find_zero, MBPP+ set-equality,
+  not-None and per-task oracles) and its exact / type / `np.allclose(atol)` comparison apply.
+
+Statuses are evalplus's: "pass", "fail", "timeout" (a program that ended without reporting, as
+evalplus's dead child process, is "timeout"). pass@k counts a sample for HumanEval+ / MBPP+ when
+base and plus both pass, and for the base benchmark when base passes.
+"""
+
+from __future__ import annotations
+
+import base64
+import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from codeblock.evaluate.executor import Executor, Task, Verdict
+
+GT_TIMEOUT_S = 600.0  # the canonical program's whole run (evalplus gives it no limit)
+GT_MEMORY_MB = 16384  # ditto; evalplus computes it in its own process, unbounded
+CHECK_MEMORY_MB = 4096  # evalplus's EVALPLUS_MAX_MEMORY_BYTES default
+PROGRAM_CAP_S = 60.0  # evalplus's EVALPLUS_TIMEOUT_PER_TASK default
+PARTS = ("base", "plus")
+
+
+def harness_version() -> str:
+    from importlib.metadata import version
+
+    return f"evalplus-{version('evalplus')}"
+
+
+def _b64(obj: Any) -> str:
+    return base64.b64encode(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)).decode("ascii")
+
+
+def deserialized_inputs(problem) -> dict[str, list]:
+    """{"base": [...], "plus": [...]} as evalplus passes them to the function."""
+    ex = problem.extras
+    if ex["dataset"] == "mbpp":
+        from evalplus.data.mbpp import mbpp_deserialize_inputs
+
+        return {part: mbpp_deserialize_inputs(problem.task_id, ex[f"{part}_input"]) for part in PARTS}
+    return {part: ex[f"{part}_input"] for part in PARTS}
+
+
+@dataclass
+class GroundTruth:
+    expected: dict[str, str]  # part -> pickled outputs, opaque to the pipeline
+    times: dict[str, list[float]]
+    inputs: dict[str, str]  # part -> pickled deserialized inputs
+    error: str = ""
+
+
+def time_limits(times: Sequence[float]) -> list[float]:
+    from evalplus.config import DEFAULT_GT_TIME_LIMIT_FACTOR, DEFAULT_MIN_TIME_LIMIT
+
+    return [max(DEFAULT_MIN_TIME_LIMIT, DEFAULT_GT_TIME_LIMIT_FACTOR * t) for t in times]
+
+
+def program_budget(limits: Sequence[float]) -> float:
+    """Wall-clock seconds evalplus's `untrusted_check` gives the checking process (fast_check)."""
+    return min(PROGRAM_CAP_S, sum(limits)) + 1.0 + 1.0
+
+
+def ground_truth(executor: Executor, problems: Sequence, progress: bool = True) -> dict[str, GroundTruth]:
+    """Expected outputs and running times of every problem's canonical program, in the sandbox."""
+    from evalplus.eval._special_oracle import MBPP_OUTPUT_NOT_NONE_TASKS
+
+    inputs = {p.task_id: {k: _b64(v) for k, v in deserialized_inputs(p).items()} for p in problems}
+    tasks = [
+        Task(p.task_id, p.reference, "", "evalplus_gt", p.entry_point, timeout_s=GT_TIMEOUT_S, max_report=1 << 30,
+             memory_mb=GT_MEMORY_MB,
+             payload={"evalplus": {"base_inputs": inputs[p.task_id]["base"], "plus_inputs": inputs[p.task_id]["plus"],
+                                   "output_not_none": p.extras["dataset"] == "mbpp"
+                                   and p.entry_point in MBPP_OUTPUT_NOT_NONE_TASKS}})
+        for p in problems
+    ]
+    out = {}
+    for p, v in zip(problems, executor.run(tasks, progress=progress, desc="evalplus ground truth")):
+        if v.passed and isinstance(v.data, dict):
+            out[p.task_id] = GroundTruth({k: v.data[k] for k in PARTS}, {k: v.data[f"{k}_time"] for k in PARTS},
+                                         inputs[p.task_id])
+        else:
+            out[p.task_id] = GroundTruth({}, {}, inputs[p.task_id], error=f"{v.error}: {v.detail}"[:500])
+    return out
+
+
+def check_tasks(problem, gt: GroundTruth, solution: str, key: str, memory_mb: int = CHECK_MEMORY_MB) -> list[Task]:
+    """The two sandbox programs (base, plus) that check one solution."""
+    out = []
+    for part in PARTS:
+        limits = time_limits(gt.times[part])
+        out.append(Task(
+            f"{key}/{part}", solution, "", "evalplus", problem.entry_point, timeout_s=program_budget(limits),
+            memory_mb=memory_mb,
+            payload={"evalplus": {"dataset": problem.extras["dataset"], "inputs": gt.inputs[part],
+                                  "expected": gt.expected[part], "time_limits": limits,
+                                  "atol": problem.extras["atol"], "fast_check": True, "part": part}}))
+    return out
+
+
+def status_of(v: Verdict) -> str:
+    """evalplus's status of one checked program."""
+    if isinstance(v.data, dict) and v.data.get("evalplus") in ("pass", "fail", "timeout"):
+        return v.data["evalplus"]
+    if v.status == "timeout" or v.error == "no_verdict":
+        return "timeout"  # evalplus: a checking process that never reported
+    return "fail"
+
+
+def score(executor: Executor, problems: Sequence, solutions: Sequence[tuple[Any, int, str]],
+          progress: bool = True, desc: str = "execute", memory_mb: int = CHECK_MEMORY_MB) -> list[dict[str, Any]]:
+    """One record per (problem, sample index, solution): base/plus statuses and details, and the
+    ground truth's total running time per part (`*_gt_s`)."""
+    gts = ground_truth(executor, problems, progress)
+    tasks, where = [], []
+    results: list[dict[str, Any]] = []
+    for p, j, sol in solutions:
+        rec = {"task_id": p.task_id, "sample": j, "solution": sol, "base_status": "fail", "plus_status": "fail",
+               "base_detail": "", "plus_detail": "", "base_error": None, "plus_error": None}
+        gt = gts[p.task_id]
+        rec.update({f"{k}_gt_s": round(sum(v), 3) for k, v in gt.times.items()})
+        if gt.error:
+            rec.update(base_detail=f"ground truth failed: {gt.error}", plus_detail="ground truth failed",
+                       base_error="ground_truth_failed", plus_error="ground_truth_failed")
+        else:
+            for t in check_tasks(p, gt, sol, f"{p.task_id}#{j}", memory_mb):
+                tasks.append(t)
+                where.append((len(results), t.key.rsplit("/", 1)[1]))
+        results.append(rec)
+    for (i, part), v in zip(where, executor.run(tasks, progress=progress, desc=desc)):
+        results[i][f"{part}_status"] = status_of(v)
+        results[i][f"{part}_detail"] = v.detail
+        results[i][f"{part}_error"] = v.error
+    return results
