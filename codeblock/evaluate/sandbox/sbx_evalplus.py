@@ -70,5 +70,14 @@ def check(job):
     return "failed", f"evalplus_{status}", f"{ep.get('part', '')} input #{bad} of {len(inputs)} failed", data
 
 
+def warm():
+    """Import evalplus's checker once in the fork server (every fork inherits it), if installed."""
+    try:
+        import evalplus.eval  # noqa: F401
+        import evalplus.gen.util  # noqa: F401
+    except ImportError:
+        pass
+
+
 def run(job):
     return ground_truth(job) if job["format"] == "evalplus_gt" else check(job)

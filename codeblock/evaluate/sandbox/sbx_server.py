@@ -145,6 +145,9 @@ def serve():
         if setup.get("uid_switch"):
             sbx_setup.expose_runtime(setup["runtime_paths"])
     sbx_setup.libc()
+    import sbx_evalplus
+
+    sbx_evalplus.warm()
     for mod in setup.get("preload") or []:  # heavy libraries imported once, inherited by every fork
         try:
             importlib.import_module(mod)
