@@ -112,3 +112,34 @@ def test_full_self_check_rates(cfg):
     assert list(b["mbpp"]["self_check"]["known_defects"]) == ["367"] and not b["mbpp"]["self_check"]["unexpected_failures"]
     assert b["mbpp_plus"]["status"] == "unavailable" and b["mbpp_plus"]["reason"].startswith("unavailable: ")
     assert "pass_at_1/mbpp_plus" not in res["metrics"]  # never scored 0
+
+
+def test_auto_never_degrades_silently(cfg, monkeypatch):
+    """No isolation available: `auto` refuses with instructions; an explicit `none` runs and says so."""
+    from codeblock.evaluate import executor as E
+    from codeblock.evaluate.results import format_table, write_results
+
+    monkeypatch.setitem(E._MODE_CACHE, "auto", "none")
+    cfg.eval.isolation = "auto"
+    with pytest.raises(RuntimeError, match="eval.isolation=none explicitly"):
+        E.executor_from_cfg(cfg)
+    cfg.eval.isolation = "none"
+    ex = E.executor_from_cfg(cfg)
+    assert ex.mode == "none"
+    res = write_results(Path(cfg.paths.reports_dir), method="m", model_path="x", model_id="", harness=ex.describe(),
+                        decoding={}, self_check=True, blocks={}, config_hash="h")
+    assert res["sandbox"] == "unsandboxed" and "UNSANDBOXED" in format_table(res)
+
+
+@pytest.mark.skipif(isolation_mode("auto") == "none", reason="needs namespaces")
+def test_ipc_namespace_and_no_new_privs(ex):
+    """System V IPC objects die with the program; no_new_privs is set before the program runs."""
+    probe = ("import ctypes\nlibc = ctypes.CDLL(None)\n"
+             "KEY = libc.msgget(0x5eed, 0o1666)\n"  # IPC_CREAT | 0666: a queue in the program's namespace
+             "NNP = [l for l in open('/proc/self/status') if l.startswith('NoNewPrivs')][0].split()[1]\n"
+             "def add(a, b):\n    return a + b\n")
+    test = "def check(candidate):\n    assert KEY >= 0 and NNP == '1'\n"
+    (v,) = run(ex, Task("ipc", probe, test, "humaneval_check", "add"))
+    assert v.passed, v.detail
+    with open("/proc/sysvipc/msg") as fh:
+        assert not any(line.split()[0] == str(0x5EED) for line in fh.readlines()[1:])

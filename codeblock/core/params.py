@@ -212,8 +212,9 @@ class EvalConfig:
     fsize_mb: int = f(64, "Largest file a program may write (RLIMIT_FSIZE), MiB; also the size of its private /tmp.")
     sandbox_uid: int = f(60100, "As root: programs run as this uid + worker slot (no passwd entry needed).")
     isolation: Literal["auto", "namespaces", "none"] = f(
-        "auto", "auto: namespaces (net, pid, mount) when the OS allows, else plain processes with rlimits; "
-        "namespaces: fail if unavailable; none: plain processes (trusted code only)."
+        "auto", "auto: namespaces (net, pid, mount, ipc) as root or in a user namespace; refuses (saying how to "
+        "enable them) when neither works. namespaces: the same, root only. none: plain processes with rlimits "
+        "(trusted code only); results and MLflow say 'unsandboxed'."
     )
     prompt_format: Literal["", "completion", "instruct"] = f(
         "", "Override every benchmark's prompt format (empty: the registry's)."

@@ -377,6 +377,19 @@ def limits_from_cfg(cfg, timeout_s: float | None = None) -> Limits:
                   nproc=e.nproc)
 
 
+NO_ISOLATION_HELP = (
+    "eval.isolation=auto found no way to isolate programs here: `unshare --net --pid --mount` needs root, "
+    "or unprivileged user namespaces (`sysctl kernel.unprivileged_userns_clone=1`; on Ubuntu >= 23.10 also "
+    "`sysctl kernel.apparmor_restrict_unprivileged_userns=0`; in a container, run it with "
+    "--security-opt seccomp=unconfined or --privileged). To run the programs unsandboxed anyway (trusted "
+    "code only), set eval.isolation=none explicitly: results and MLflow then say 'unsandboxed'."
+)
+
+
 def executor_from_cfg(cfg, timeout_s: float | None = None) -> Executor:
+    """The pipeline's executor. `eval.isolation: auto` never degrades to plain processes silently:
+    without any isolation it refuses, saying how to enable it or to opt out explicitly."""
+    if cfg.eval.isolation == "auto" and isolation_mode("auto") == "none":
+        raise RuntimeError(NO_ISOLATION_HELP)
     return Executor(limits_from_cfg(cfg, timeout_s), workers=cfg.eval.workers, isolation=cfg.eval.isolation,
                     sandbox_uid=cfg.eval.sandbox_uid, preload=cfg.eval.preload)

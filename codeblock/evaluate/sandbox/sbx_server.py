@@ -18,15 +18,16 @@ import sbx_harness  # noqa: E402
 import sbx_setup  # noqa: E402
 from sbx_proctree import children, kill_tree  # noqa: E402
 
-_CLONE_NEWPID, _CLONE_NEWNS = 0x20000000, 0x00020000
+_CLONE_NEWPID, _CLONE_NEWNS, _CLONE_NEWIPC = 0x20000000, 0x00020000, 0x08000000
 _MS_REC, _MS_PRIVATE = 16384, 1 << 18
 
 
 def _fork_sandbox(job, w):
-    """In the forked child C1: new pid + mount namespaces, then the program's process is our child."""
+    """In the forked child C1: new pid, mount and IPC namespaces (System V queues, semaphores and
+    shared memory die with the program), then the program's process is our child."""
     if job.get("new_ns"):
         lib, ctypes = sbx_setup.libc()
-        if lib.unshare(_CLONE_NEWPID | _CLONE_NEWNS) != 0:
+        if lib.unshare(_CLONE_NEWPID | _CLONE_NEWNS | _CLONE_NEWIPC) != 0:
             raise OSError(ctypes.get_errno(), "unshare")
         lib.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None)
         child = os.fork()
