@@ -39,17 +39,18 @@ def make_task(problem: R.Problem, program: str, key: str, timeout_s: float) -> T
 
 def _programs(cfg, loaded: R.LoadedBenchmark, problems: list[R.Problem], samples: dict[str, list[str]],
               self_check: bool) -> list[tuple[R.Problem, int, str]]:
-    from codeblock.evaluate.generate import prompt_format
+    from codeblock.evaluate.generate import EVALPLUS_STYLE, prompt_format
     from codeblock.evaluate.sanitize import to_program
 
     fmt = prompt_format(cfg, loaded)
+    style = loaded.spec.name in EVALPLUS_STYLE
     out = []
     for p in problems:
         if self_check:
             out.append((p, 0, p.reference))
             continue
         for j, raw in enumerate(samples[p.task_id]):
-            out.append((p, j, to_program(raw, p.entry_point, fmt, p.completion_prompt)))
+            out.append((p, j, to_program(raw, p.entry_point, fmt, p.completion_prompt, evalplus_style=style)))
     return out
 
 

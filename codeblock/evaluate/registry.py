@@ -325,9 +325,10 @@ def _normalise_evalplus(spec: Benchmark, row: dict, i: int, source: str) -> Prob
     test = _need(row, "test", source, i)
     if is_mbpp:
         imports = "\n".join(row.get("test_imports") or [])
-        return Problem(spec.name, task_id, shown, entry, test, "mbpp_asserts", reference=canonical, setup=imports)
+        return Problem(spec.name, task_id, shown, entry, test, "mbpp_asserts", reference=canonical, setup=imports,
+                       extras={"prompt": prompt})
     return Problem(spec.name, task_id, shown, entry, test, "humaneval_check", reference=reference,
-                   completion_prompt=prompt)
+                   completion_prompt=prompt, extras={"prompt": prompt})
 
 
 def _normalise_unittest(spec: Benchmark, row: dict, i: int, source: str) -> Problem:
