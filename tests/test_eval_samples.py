@@ -44,7 +44,8 @@ def write(path: Path, rows: list) -> Path:
     return path
 
 
-def test_samples_scored_like_evalplus(cfg, tmp_path):
+def test_samples_scored_like_evalplus(cfg, tmp_path, monkeypatch):
+    from codeblock.evaluate.executor import Executor
     from codeblock.evaluate.pipeline import run_evaluate
 
     f = write(tmp_path / "model_samples.jsonl", [
@@ -69,6 +70,14 @@ def test_samples_scored_like_evalplus(cfg, tmp_path):
     assert res["metrics"]["pass_at_1/humaneval_plus"] == pytest.approx((2 / 3 + 0) / 2)
     assert res["metrics"]["base_pass_at_1/humaneval_plus"] == pytest.approx((2 / 3 + 0) / 2)
     assert str(out / "eval_results.json") in res["outputs"]
+
+    # the ground truth is cached per dataset hash: a second run executes only the samples
+    (cache,) = (Path(cfg.paths.reports_dir) / "evalplus_ground_truth").glob("humaneval_plus-*.json")
+    assert set(json.loads(cache.read_text())) == {"HumanEval/0", "HumanEval/1"}
+    runs, real_run = [], Executor.run
+    monkeypatch.setattr(Executor, "run", lambda self, tasks, **kw: runs.append(kw.get("desc")) or real_run(self, tasks, **kw))
+    again = run_evaluate(cfg, samples_path=str(f), progress=False)
+    assert runs == ["execute humaneval_plus"] and again["metrics"] == res["metrics"]
 
 
 def test_bad_samples_fail_before_work(cfg, tmp_path):

@@ -22,9 +22,11 @@ base and plus both pass, and for the base benchmark when base passes.
 from __future__ import annotations
 
 import base64
+import json
 import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from codeblock.evaluate.executor import Executor, Task, Verdict
@@ -75,26 +77,48 @@ def program_budget(limits: Sequence[float]) -> float:
     return min(PROGRAM_CAP_S, sum(limits)) + 1.0 + 1.0
 
 
-def ground_truth(executor: Executor, problems: Sequence, progress: bool = True) -> dict[str, GroundTruth]:
-    """Expected outputs and running times of every problem's canonical program, in the sandbox."""
+def _read_cache(path: Path | None) -> dict[str, dict]:
+    if path is None or not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}  # a damaged cache is recomputed (and rewritten), never trusted
+
+
+def ground_truth(executor: Executor, problems: Sequence, progress: bool = True,
+                 cache: Path | None = None) -> dict[str, GroundTruth]:
+    """Expected outputs and running times of every problem's canonical program, in the sandbox.
+    With `cache` (a JSON file keyed by the dataset's hash), tasks computed before are reused, as
+    evalplus reuses its ground-truth pickle; the running times are this machine's."""
     from evalplus.eval._special_oracle import MBPP_OUTPUT_NOT_NONE_TASKS
 
     inputs = {p.task_id: {k: _b64(v) for k, v in deserialized_inputs(p).items()} for p in problems}
+    cached = _read_cache(cache)
+    todo = [p for p in problems if p.task_id not in cached]
     tasks = [
         Task(p.task_id, p.reference, "", "evalplus_gt", p.entry_point, timeout_s=GT_TIMEOUT_S, max_report=1 << 30,
              memory_mb=GT_MEMORY_MB,
              payload={"evalplus": {"base_inputs": inputs[p.task_id]["base"], "plus_inputs": inputs[p.task_id]["plus"],
                                    "output_not_none": p.extras["dataset"] == "mbpp"
                                    and p.entry_point in MBPP_OUTPUT_NOT_NONE_TASKS}})
-        for p in problems
+        for p in todo
     ]
-    out = {}
-    for p, v in zip(problems, executor.run(tasks, progress=progress, desc="evalplus ground truth")):
+    fresh = {}
+    verdicts = executor.run(tasks, progress=progress, desc="evalplus ground truth") if tasks else []
+    for p, v in zip(todo, verdicts):
         if v.passed and isinstance(v.data, dict):
-            out[p.task_id] = GroundTruth({k: v.data[k] for k in PARTS}, {k: v.data[f"{k}_time"] for k in PARTS},
-                                         inputs[p.task_id])
+            fresh[p.task_id] = {"expected": {k: v.data[k] for k in PARTS}, "times": {k: v.data[f"{k}_time"] for k in PARTS}}
         else:
-            out[p.task_id] = GroundTruth({}, {}, inputs[p.task_id], error=f"{v.error}: {v.detail}"[:500])
+            fresh[p.task_id] = {"error": f"{v.error}: {v.detail}"[:500]}
+    if cache is not None and any("error" not in g for g in fresh.values()):
+        from codeblock.core.io import write_json
+
+        write_json(cache, {**cached, **{t: g for t, g in fresh.items() if "error" not in g}})
+    out = {}
+    for p in problems:
+        g = cached.get(p.task_id) or fresh[p.task_id]
+        out[p.task_id] = GroundTruth(g.get("expected", {}), g.get("times", {}), inputs[p.task_id], g.get("error", ""))
     return out
 
 
@@ -122,10 +146,11 @@ def status_of(v: Verdict) -> str:
 
 
 def score(executor: Executor, problems: Sequence, solutions: Sequence[tuple[Any, int, str]],
-          progress: bool = True, desc: str = "execute", memory_mb: int = CHECK_MEMORY_MB) -> list[dict[str, Any]]:
+          progress: bool = True, desc: str = "execute", memory_mb: int = CHECK_MEMORY_MB,
+          cache: Path | None = None) -> list[dict[str, Any]]:
     """One record per (problem, sample index, solution): base/plus statuses and details, and the
     ground truth's total running time per part (`*_gt_s`)."""
-    gts = ground_truth(executor, problems, progress)
+    gts = ground_truth(executor, problems, progress, cache)
     tasks, where = [], []
     results: list[dict[str, Any]] = []
     for p, j, sol in solutions:

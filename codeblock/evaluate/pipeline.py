@@ -73,10 +73,13 @@ def _rows_plain(executor: Executor, problems, progs, timeout: float, progress: b
     return rows, Counter(v.error or "passed" for v in verdicts), None
 
 
-def _rows_evalplus(executor: Executor, problems, progs, progress: bool, name: str, memory_mb: int):
+def _rows_evalplus(cfg, loaded: R.LoadedBenchmark, executor: Executor, problems, progs, progress: bool):
     from codeblock.evaluate import evalplus_plan as EP
 
-    recs = EP.score(executor, problems, progs, progress=progress, desc=f"execute {name}", memory_mb=memory_mb)
+    name = loaded.spec.name
+    cache = Path(cfg.paths.reports_dir) / "evalplus_ground_truth" / f"{name}-{loaded.sha256[:16]}-{EP.harness_version()}.json"
+    recs = EP.score(executor, problems, progs, progress=progress, desc=f"execute {name}",
+                    memory_mb=cfg.eval.evalplus_memory_mb, cache=cache)
     by_task: dict[str, list[dict]] = {}
     for r in recs:
         by_task.setdefault(r["task_id"], []).append(r)
@@ -144,7 +147,7 @@ def evaluate_benchmark(cfg, name: str, executor: Executor, *, limit: int = 0, se
     timeout = float(cfg.eval.timeout_s or spec.timeout_s)
     official = all(p.test_format == "evalplus" for p in problems)
     if official:
-        rows, errors, recs = _rows_evalplus(executor, problems, progs, progress, name, cfg.eval.evalplus_memory_mb)
+        rows, errors, recs = _rows_evalplus(cfg, loaded, executor, problems, progs, progress)
     else:
         rows, errors, recs = _rows_plain(executor, problems, progs, timeout, progress, name)
     known = KNOWN_REFERENCE_DEFECTS.get(name, {}) if self_check else {}
