@@ -143,3 +143,33 @@ def test_ipc_namespace_and_no_new_privs(ex):
     assert v.passed, v.detail
     with open("/proc/sysvipc/msg") as fh:
         assert not any(line.split()[0] == str(0x5EED) for line in fh.readlines()[1:])
+
+
+def _userns_ok() -> bool:
+    try:
+        return isolation_mode("userns") == "userns"
+    except RuntimeError:
+        return False
+
+
+@pytest.mark.skipif(not _userns_ok(), reason="needs user namespaces")
+def test_userns_mode_cannot_escape_its_tmpfs(tmp_path):
+    """User-namespace mode (what a non-root user gets): the program is root of its namespace only.
+    It cannot unmount or remount the /tmp cover, write to the checkout, or gain capabilities."""
+    target = REPO / "tests" / f".userns_probe_{tmp_path.name}"
+    probe = (
+        "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "UMOUNT = libc.umount2(b'/tmp', 2)\n"
+        "REMOUNT = libc.mount(None, b'" + str(REPO).encode().decode() + "', None, 32 | 4096, None)\n"
+        "try:\n    open(" + repr(str(target)) + ", 'w').write('x')\n    WROTE = True\nexcept OSError:\n    WROTE = False\n"
+        "open('/tmp/inside.txt', 'w').write('ok')\n"
+        "CAPS = [l.split()[1] for l in open('/proc/self/status') if l.startswith(('CapEff', 'CapBnd'))]\n"
+        "def add(a, b):\n    return a + b\n"
+    )
+    test = ("def check(candidate):\n    assert UMOUNT == -1 and REMOUNT == -1, (UMOUNT, REMOUNT)\n"
+            "    assert not WROTE\n    assert CAPS == ['0000000000000000'] * 2, CAPS\n")
+    ex = Executor(Limits(timeout_s=10.0), workers=1, isolation="userns")
+    assert ex.mode == "userns"
+    (v,) = ex.run([Task("userns", probe, test, "humaneval_check", "add")], progress=False)
+    assert v.passed, v.detail
+    assert not target.exists()

@@ -155,14 +155,19 @@ def _probe(cmd: list[str]) -> bool:
 
 
 def isolation_mode(requested: str = "auto") -> str:
-    """'namespaces' (root + unshare), 'userns' (unprivileged user namespaces) or 'none'."""
+    """'namespaces' (root + unshare), 'userns' (unprivileged user namespaces) or 'none'.
+    `requested="userns"` forces the user-namespace mode (also as root: what a non-root user gets)."""
     if requested == "none":
         return "none"
     if requested not in _MODE_CACHE:
         unshare = shutil.which("unshare")
         mode = "none"
         if unshare and sys.platform.startswith("linux"):
-            if os.geteuid() == 0 and _probe([unshare, *_NS_FLAGS]):
+            if requested == "userns":
+                if not _probe([unshare, "--user", "--map-root-user", *_NS_FLAGS]):
+                    raise RuntimeError("eval.isolation=userns but `unshare --user --map-root-user` is not permitted here")
+                mode = "userns"
+            elif os.geteuid() == 0 and _probe([unshare, *_NS_FLAGS]):
                 mode = "namespaces"
             elif _probe([unshare, "--user", "--map-root-user", *_NS_FLAGS]):
                 mode = "userns"
@@ -181,6 +186,11 @@ def _site_dirs() -> list[str]:
     import site
 
     return [p for p in site.getsitepackages() if os.path.isdir(p)]
+
+
+def _userns_readonly() -> list[str]:
+    paths = {str(RUNNER.parents[3]), sys.prefix, sys.base_prefix, os.path.expanduser("~"), *_site_dirs()}
+    return sorted(p for p in paths if os.path.isdir(p))
 
 
 def _world_readable_runtime() -> bool:
@@ -222,7 +232,10 @@ class _Server:
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      env=dict(_SAFE_ENV), start_new_session=True, cwd="/", text=True, bufsize=1)
         setup = {"new_ns": ex.mode != "none", "uid_switch": ex.uid_switch, "preload": list(ex.preload),
-                 "runtime_paths": sorted({sys.base_prefix, sys.prefix, str(RUNNER.parent), *_site_dirs()})}
+                 "runtime_paths": sorted({sys.base_prefix, sys.prefix, str(RUNNER.parent), *_site_dirs()}),
+                 # userns: the program is "root" of its user namespace, i.e. the real user; what that user
+                 # could write (the checkout, the venv, the home) is mounted read-only for it
+                 "readonly_paths": _userns_readonly() if ex.mode == "userns" else []}
         self.proc.stdin.write(json.dumps(setup) + "\n")
         self.proc.stdin.flush()
         if self._readline(60.0) != "ready":
@@ -321,6 +334,7 @@ class Executor:
             "fsize_mb": self.limits.fsize_mb, "nproc": self.limits.nproc,
             "env": {**_SAFE_ENV, "EVALPLUS_MAX_MEMORY_BYTES": str(memory_mb << 20)},
             "new_ns": self.mode != "none", "uid": self.sandbox_uid + slot if self.uid_switch else None,
+            "drop_caps": self.mode == "userns",
             "workdir": None,
         }
         if self.mode == "userns":

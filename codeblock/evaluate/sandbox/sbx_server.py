@@ -145,6 +145,7 @@ def serve():
         sbx_setup.mount_tmpfs(64 << 20)  # a scratch /tmp for the stash mounts
         if setup.get("uid_switch"):
             sbx_setup.expose_runtime(setup["runtime_paths"])
+        sbx_setup.make_readonly(setup.get("readonly_paths") or [])
     sbx_setup.libc()
     import sbx_evalplus
 

@@ -8,8 +8,8 @@ import os
 import resource
 
 KEEP = []  # runtime paths (interpreter, site-packages, the sandbox modules) that must stay visible
-_MS_BIND, _MS_REC, _MNT_DETACH = 4096, 16384, 2
-_PR_SET_NO_NEW_PRIVS = 38
+_MS_BIND, _MS_REC, _MS_REMOUNT, _MNT_DETACH = 4096, 16384, 32, 2
+_PR_SET_NO_NEW_PRIVS, _PR_CAPBSET_DROP = 38, 24
 
 
 def libc():
@@ -85,6 +85,40 @@ def expose_runtime(paths):
             os.rmdir(st)
 
 
+def make_readonly(paths):
+    """Bind each path onto itself and remount it read-only (keeping the flags the kernel locks),
+    inside the fork server's private mount namespace. Programs, which lose every capability
+    (`drop_capabilities`), cannot remount them writable or unmount the cover."""
+    lib, _ = libc()
+    keep = 2 | 4 | 8 | 1024 | 2048 | 4096  # nosuid, nodev, noexec, noatime, nodiratime, relatime
+    for p in sorted({os.path.realpath(p) for p in paths if os.path.isdir(p)}):
+        _check(lib.mount(p.encode(), p.encode(), None, _MS_BIND | _MS_REC, None), f"bind {p}")
+        flags = _MS_REMOUNT | _MS_BIND | 1 | (os.statvfs(p).f_flag & keep)  # 1 = MS_RDONLY
+        _check(lib.mount(None, p.encode(), None, flags, None), f"remount {p} read-only")
+
+
+def drop_capabilities():
+    """User-namespace mode: the program runs as the namespace's root; take every capability away
+    (bounding set first, so an exec cannot regain them), so it cannot mount, unmount, remount,
+    ptrace or change its uid."""
+    lib, ctypes = libc()
+    for cap in range(64):
+        if lib.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            if ctypes.get_errno() == 22:  # EINVAL: past the last capability this kernel knows
+                break
+            raise OSError(ctypes.get_errno(), f"PR_CAPBSET_DROP {cap}")
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+    hdr, data = Header(0x20080522, 0), (Data * 2)()  # _LINUX_CAPABILITY_VERSION_3: two 32-bit words
+    if lib.capset(ctypes.byref(hdr), data) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
+
+
 def mount_proc():
     lib, _ = libc()
     _check(lib.mount(b"proc", b"/proc", b"proc", 2 | 4 | 8, None), "mount proc")  # nosuid, nodev, noexec
@@ -130,6 +164,8 @@ def prepare(job):
     os.chmod(work, 0o700)
     set_limits(job)
     no_new_privs()
+    if job.get("drop_caps"):
+        drop_capabilities()
     if uid is not None:
         os.setgroups([])
         os.setgid(uid)
