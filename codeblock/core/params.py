@@ -204,10 +204,6 @@ class EvalConfig:
     workers: int = f(2, "Parallel sandboxed executors.", volatile=True)
     timeout_s: float = f(0.0, "Wall-clock limit per program, s (0 = the registry's per-benchmark limit); CPU limit = same.")
     memory_mb: int = f(2048, "Address-space limit per program (RLIMIT_AS), MiB.")
-    evalplus_memory_mb: int = f(
-        4096, "Address-space limit of HumanEval+/MBPP+ checks, MiB: evalplus's own EVALPLUS_MAX_MEMORY_BYTES "
-        "default (4 GiB), so verdicts match evalplus's."
-    )
     nproc: int = f(64, "Process limit per program (RLIMIT_NPROC, enforced by running it as an unprivileged uid).")
     fsize_mb: int = f(64, "Largest file a program may write (RLIMIT_FSIZE), MiB; also the size of its private /tmp.")
     sandbox_uid: int = f(60100, "As root: programs run as this uid + worker slot (no passwd entry needed).")

@@ -33,9 +33,15 @@ from codeblock.evaluate.executor import Executor, Task, Verdict
 
 GT_TIMEOUT_S = 600.0  # the canonical program's whole run (evalplus gives it no limit)
 GT_MEMORY_MB = 16384  # ditto; evalplus computes it in its own process, unbounded
-CHECK_MEMORY_MB = 4096  # evalplus's EVALPLUS_MAX_MEMORY_BYTES default
 PROGRAM_CAP_S = 60.0  # evalplus's EVALPLUS_TIMEOUT_PER_TASK default
 PARTS = ("base", "plus")
+
+
+def check_memory_mb() -> int:
+    """Address-space limit of a check: evalplus's own EVALPLUS_MAX_MEMORY_BYTES (default 4 GiB)."""
+    import os
+
+    return int(os.environ.get("EVALPLUS_MAX_MEMORY_BYTES", 4 << 30)) >> 20
 
 
 def harness_version() -> str:
@@ -122,7 +128,7 @@ def ground_truth(executor: Executor, problems: Sequence, progress: bool = True,
     return out
 
 
-def check_tasks(problem, gt: GroundTruth, solution: str, key: str, memory_mb: int = CHECK_MEMORY_MB) -> list[Task]:
+def check_tasks(problem, gt: GroundTruth, solution: str, key: str, memory_mb: int) -> list[Task]:
     """The two sandbox programs (base, plus) that check one solution."""
     out = []
     for part in PARTS:
@@ -146,11 +152,12 @@ def status_of(v: Verdict) -> str:
 
 
 def score(executor: Executor, problems: Sequence, solutions: Sequence[tuple[Any, int, str]],
-          progress: bool = True, desc: str = "execute", memory_mb: int = CHECK_MEMORY_MB,
+          progress: bool = True, desc: str = "execute", memory_mb: int | None = None,
           cache: Path | None = None) -> list[dict[str, Any]]:
     """One record per (problem, sample index, solution): base/plus statuses and details, and the
     ground truth's total running time per part (`*_gt_s`)."""
     gts = ground_truth(executor, problems, progress, cache)
+    memory_mb = memory_mb or check_memory_mb()
     tasks, where = [], []
     results: list[dict[str, Any]] = []
     for p, j, sol in solutions:

@@ -78,8 +78,7 @@ def _rows_evalplus(cfg, loaded: R.LoadedBenchmark, executor: Executor, problems,
 
     name = loaded.spec.name
     cache = Path(cfg.paths.reports_dir) / "evalplus_ground_truth" / f"{name}-{loaded.sha256[:16]}-{EP.harness_version()}.json"
-    recs = EP.score(executor, problems, progs, progress=progress, desc=f"execute {name}",
-                    memory_mb=cfg.eval.evalplus_memory_mb, cache=cache)
+    recs = EP.score(executor, problems, progs, progress=progress, desc=f"execute {name}", cache=cache)
     by_task: dict[str, list[dict]] = {}
     for r in recs:
         by_task.setdefault(r["task_id"], []).append(r)
