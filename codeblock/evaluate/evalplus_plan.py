@@ -135,7 +135,9 @@ def check_tasks(problem, gt: GroundTruth, solution: str, key: str, memory_mb: in
         limits = time_limits(gt.times[part])
         out.append(Task(
             f"{key}/{part}", solution, "", "evalplus", problem.entry_point, timeout_s=program_budget(limits),
-            memory_mb=memory_mb,
+            # as in evalplus, the inputs and expected outputs are loaded first and the reliability
+            # guard then caps the address space at EVALPLUS_MAX_MEMORY_BYTES; ours is only the outer bound
+            memory_mb=GT_MEMORY_MB, env={"EVALPLUS_MAX_MEMORY_BYTES": str(memory_mb << 20)},
             payload={"evalplus": {"dataset": problem.extras["dataset"], "inputs": gt.inputs[part],
                                   "expected": gt.expected[part], "time_limits": limits,
                                   "atol": problem.extras["atol"], "fast_check": True, "part": part}}))

@@ -123,7 +123,8 @@ class Task:
     timeout_s: float | None = None  # overrides Limits.timeout_s
     payload: dict[str, Any] = field(default_factory=dict)  # format-specific job data (evalplus)
     max_report: int = 65536  # bytes of verdict the sandbox may send back (ground-truth outputs: more)
-    memory_mb: int | None = None  # overrides Limits.memory_mb (evalplus: its own 4 GiB default)
+    memory_mb: int | None = None  # overrides Limits.memory_mb
+    env: dict[str, str] = field(default_factory=dict)  # added to the program's environment
 
 
 @dataclass
@@ -332,7 +333,7 @@ class Executor:
             "max_report": task.max_report, **task.payload,
             "cpu_s": timeout, "wall_s": timeout, "memory_mb": memory_mb,
             "fsize_mb": self.limits.fsize_mb, "nproc": self.limits.nproc,
-            "env": {**_SAFE_ENV, "EVALPLUS_MAX_MEMORY_BYTES": str(memory_mb << 20)},
+            "env": {**_SAFE_ENV, **task.env},
             "new_ns": self.mode != "none", "uid": self.sandbox_uid + slot if self.uid_switch else None,
             "drop_caps": self.mode == "userns",
             "workdir": None,

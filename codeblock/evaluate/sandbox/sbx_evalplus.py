@@ -6,7 +6,8 @@ Two job formats (the pipeline side is `codeblock/evaluate/evalplus_plan.py`):
   `get_groundtruth` does. The outputs travel back pickled and base64-encoded; the pipeline never
   unpickles them, it only hands them to later `evalplus` jobs.
 - `evalplus`: one candidate against ONE input set (base or plus, separate programs as in evalplus),
-  through evalplus's `unsafe_execute` (its reliability guard, per-input `time_limit`, special
+  through evalplus's `unsafe_execute` (its reliability guard, which caps the address space at
+  EVALPLUS_MAX_MEMORY_BYTES once the data is loaded, per-input `time_limit`, special
   oracles, exact / type / `np.allclose(atol)` comparison). The status is derived from the shared
   state exactly as `untrusted_check` derives it; a program that dies before reporting is
   classified by the executor as evalplus does ("timeout").
@@ -48,10 +49,13 @@ def ground_truth(job):
 
 
 def check(job):
+    import gc
+
     import evalplus.eval as E
 
     ep = job["evalplus"]
-    inputs, expected = _load(ep["inputs"]), _load(ep["expected"])
+    inputs, expected = _load(ep.pop("inputs")), _load(ep.pop("expected"))
+    gc.collect()  # the encoded copies are gone before the guard caps the address space
     stat, progress = _Shared(E._UNKNOWN), _Shared(0)
     details = [False] * len(inputs)
     try:

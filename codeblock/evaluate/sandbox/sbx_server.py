@@ -162,7 +162,9 @@ def serve():
         if not line.strip():
             continue
         try:
-            rep = _serve_one(json.loads(line))
+            job = json.loads(line)
+            line = None  # a big job (evalplus data) is held once, by `job`, which the program may trim
+            rep = _serve_one(job)
         except Exception as e:  # reported as a harness error for this job; the server lives on
             rep = {"data": "", "rc": None, "timed_out": False, "dt": 0.0, "harness_error": f"{type(e).__name__}: {e}"}
         out.write(json.dumps(rep) + "\n")
