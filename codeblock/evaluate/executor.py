@@ -79,11 +79,11 @@ from pathlib import Path
 from typing import Any
 
 # The sandbox modules are stdlib-only so they can run isolated; the process-tree walk is shared.
+from codeblock.evaluate.isolation import _MODE_CACHE, NO_ISOLATION_HELP, isolation_mode  # noqa: F401
 from codeblock.evaluate.sandbox.sbx_proctree import kill_tree
 
 RUNNER = Path(__file__).with_name("sandbox") / "sbx_server.py"
 HARNESS_VERSION = "codeblock-sandbox-2"
-_NS_FLAGS = ["--net", "--pid", "--mount", "--fork", "--mount-proc", "--kill-child"]
 _SAFE_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
     "LANG": "C.UTF-8",
@@ -139,44 +139,6 @@ class Verdict:
     @property
     def passed(self) -> bool:
         return self.status == "passed"
-
-
-# ---------------------------------------------------------------------------------------------
-# Isolation mode detection
-
-_MODE_CACHE: dict[str, str] = {}
-
-
-def _probe(cmd: list[str]) -> bool:
-    try:
-        r = subprocess.run(cmd + ["true"], capture_output=True, timeout=20)
-        return r.returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-def isolation_mode(requested: str = "auto") -> str:
-    """'namespaces' (root + unshare), 'userns' (unprivileged user namespaces) or 'none'.
-    `requested="userns"` forces the user-namespace mode (also as root: what a non-root user gets)."""
-    if requested == "none":
-        return "none"
-    if requested not in _MODE_CACHE:
-        unshare = shutil.which("unshare")
-        mode = "none"
-        if unshare and sys.platform.startswith("linux"):
-            if requested == "userns":
-                if not _probe([unshare, "--user", "--map-root-user", *_NS_FLAGS]):
-                    raise RuntimeError("eval.isolation=userns but `unshare --user --map-root-user` is not permitted here")
-                mode = "userns"
-            elif os.geteuid() == 0 and _probe([unshare, *_NS_FLAGS]):
-                mode = "namespaces"
-            elif _probe([unshare, "--user", "--map-root-user", *_NS_FLAGS]):
-                mode = "userns"
-        _MODE_CACHE[requested] = mode
-    mode = _MODE_CACHE[requested]
-    if requested == "namespaces" and mode == "none":
-        raise RuntimeError("eval.isolation=namespaces but `unshare --net --pid --mount` is not permitted here")
-    return mode
 
 
 # ---------------------------------------------------------------------------------------------
@@ -391,15 +353,6 @@ def limits_from_cfg(cfg, timeout_s: float | None = None) -> Limits:
     e = cfg.eval
     return Limits(timeout_s=float(timeout_s or e.timeout_s or 10.0), memory_mb=e.memory_mb, fsize_mb=e.fsize_mb,
                   nproc=e.nproc)
-
-
-NO_ISOLATION_HELP = (
-    "eval.isolation=auto found no way to isolate programs here: `unshare --net --pid --mount` needs root, "
-    "or unprivileged user namespaces (`sysctl kernel.unprivileged_userns_clone=1`; on Ubuntu >= 23.10 also "
-    "`sysctl kernel.apparmor_restrict_unprivileged_userns=0`; in a container, run it with "
-    "--security-opt seccomp=unconfined or --privileged). To run the programs unsandboxed anyway (trusted "
-    "code only), set eval.isolation=none explicitly: results and MLflow then say 'unsandboxed'."
-)
 
 
 def executor_from_cfg(cfg, timeout_s: float | None = None) -> Executor:
