@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from codeblock.core.config import load_config
+from codeblock.core.io import BadRowError
 from codeblock.evaluate import registry as R
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,8 +70,14 @@ def test_evalplus_override_file(cfg, tmp_path):
     cfg.eval.humaneval_plus_path = str(path)
     lb = R.load_benchmark(cfg, "humaneval_plus")
     (p,) = lb.problems
-    assert p.test_format == "evalplus" and p.extras["n_base"] == 1 and len(p.extras["inputs"]) == 3
+    assert p.test_format == "evalplus" and p.extras["dataset"] == "humaneval"
+    assert p.extras["base_input"] == [[1, 2]] and len(p.extras["plus_input"]) == 2
     assert p.reference == row["prompt"] + row["canonical_solution"]
+    bad = dict(row, plus_input="[[1]]")
+    with gzip.open(path, "wt") as fh:
+        fh.write(json.dumps(bad) + "\n")
+    with pytest.raises(BadRowError, match="row 0: field 'plus_input'"):
+        R.load_benchmark(cfg, "humaneval_plus")
 
 
 def test_bigcodebench_local_file(cfg, tmp_path):

@@ -43,10 +43,6 @@ def test_formats_pass_and_fail(ex):
         Task("mbpp_setup", "def f(x):\n    return K + x\n", "assert f(1) == 11", "mbpp_asserts", "f", setup="K = 10"),
         Task("ut_ok", "def task_func(x):\n    return 2 * x\n", ut, "unittest", "task_func"),
         Task("ut_bad", "def task_func(x):\n    return x + 2\n", ut, "unittest", "task_func"),
-        Task("ep_ok", "def sq(x):\n    return x * x + 1e-9\n", "", "evalplus", "sq",
-             reference="def sq(x):\n    return x * x\n", inputs=[[1.5], [2.0], [-3.0]], atol=1e-6),
-        Task("ep_bad", "def sq(x):\n    return x * x + 0.1\n", "", "evalplus", "sq",
-             reference="def sq(x):\n    return x * x\n", inputs=[[1.5]], atol=1e-6),
         Task("syntax", "def add(a, b)\n    return a + b\n", HE_TEST, "humaneval_check", "add"),
         Task("missing_lib", "import seaborn_not_installed_x\ndef task_func(x):\n    return x\n", ut, "unittest",
              "task_func", libs=["seaborn_not_installed_x"]),
@@ -61,8 +57,6 @@ def test_formats_pass_and_fail(ex):
     assert got["mbpp_setup"] == ("passed", None)
     assert got["ut_ok"] == ("passed", None)
     assert got["ut_bad"] == ("failed", "assertion")
-    assert got["ep_ok"] == ("passed", None)
-    assert got["ep_bad"] == ("failed", "assertion")
     assert got["syntax"] == ("failed", "syntax_error")
     assert got["missing_lib"] == ("failed", "missing_library")
     assert got["hallucinated_import"] == ("failed", "import_error")
@@ -118,3 +112,64 @@ def test_full_self_check_rates(cfg):
     assert list(b["mbpp"]["self_check"]["known_defects"]) == ["367"] and not b["mbpp"]["self_check"]["unexpected_failures"]
     assert b["mbpp_plus"]["status"] == "unavailable" and b["mbpp_plus"]["reason"].startswith("unavailable: ")
     assert "pass_at_1/mbpp_plus" not in res["metrics"]  # never scored 0
+
+
+def test_auto_never_degrades_silently(cfg, monkeypatch):
+    """No isolation available: `auto` refuses with instructions; an explicit `none` runs and says so."""
+    from codeblock.evaluate import executor as E
+    from codeblock.evaluate.results import format_table, write_results
+
+    monkeypatch.setitem(E._MODE_CACHE, "auto", "none")
+    cfg.eval.isolation = "auto"
+    with pytest.raises(RuntimeError, match="eval.isolation=none explicitly"):
+        E.executor_from_cfg(cfg)
+    cfg.eval.isolation = "none"
+    ex = E.executor_from_cfg(cfg)
+    assert ex.mode == "none"
+    res = write_results(Path(cfg.paths.reports_dir), method="m", model_path="x", model_id="", harness=ex.describe(),
+                        decoding={}, self_check=True, blocks={}, config_hash="h")
+    assert res["sandbox"] == "unsandboxed" and "UNSANDBOXED" in format_table(res)
+
+
+@pytest.mark.skipif(isolation_mode("auto") == "none", reason="needs namespaces")
+def test_ipc_namespace_and_no_new_privs(ex):
+    """System V IPC objects die with the program; no_new_privs is set before the program runs."""
+    probe = ("import ctypes\nlibc = ctypes.CDLL(None)\n"
+             "KEY = libc.msgget(0x5eed, 0o1666)\n"  # IPC_CREAT | 0666: a queue in the program's namespace
+             "NNP = [l for l in open('/proc/self/status') if l.startswith('NoNewPrivs')][0].split()[1]\n"
+             "def add(a, b):\n    return a + b\n")
+    test = "def check(candidate):\n    assert KEY >= 0 and NNP == '1'\n"
+    (v,) = run(ex, Task("ipc", probe, test, "humaneval_check", "add"))
+    assert v.passed, v.detail
+    with open("/proc/sysvipc/msg") as fh:
+        assert not any(line.split()[0] == str(0x5EED) for line in fh.readlines()[1:])
+
+
+def _userns_ok() -> bool:
+    try:
+        return isolation_mode("userns") == "userns"
+    except RuntimeError:
+        return False
+
+
+@pytest.mark.skipif(not _userns_ok(), reason="needs user namespaces")
+def test_userns_mode_cannot_escape_its_tmpfs(tmp_path):
+    """User-namespace mode (what a non-root user gets): the program is root of its namespace only.
+    It cannot unmount or remount the /tmp cover, write to the checkout, or gain capabilities."""
+    target = REPO / "tests" / f".userns_probe_{tmp_path.name}"
+    probe = (
+        "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "UMOUNT = libc.umount2(b'/tmp', 2)\n"
+        "REMOUNT = libc.mount(None, b'" + str(REPO).encode().decode() + "', None, 32 | 4096, None)\n"
+        "try:\n    open(" + repr(str(target)) + ", 'w').write('x')\n    WROTE = True\nexcept OSError:\n    WROTE = False\n"
+        "open('/tmp/inside.txt', 'w').write('ok')\n"
+        "CAPS = [l.split()[1] for l in open('/proc/self/status') if l.startswith(('CapEff', 'CapBnd'))]\n"
+        "def add(a, b):\n    return a + b\n"
+    )
+    test = ("def check(candidate):\n    assert UMOUNT == -1 and REMOUNT == -1, (UMOUNT, REMOUNT)\n"
+            "    assert not WROTE\n    assert CAPS == ['0000000000000000'] * 2, CAPS\n")
+    ex = Executor(Limits(timeout_s=10.0), workers=1, isolation="userns")
+    assert ex.mode == "userns"
+    (v,) = ex.run([Task("userns", probe, test, "humaneval_check", "add")], progress=False)
+    assert v.passed, v.detail
+    assert not target.exists()

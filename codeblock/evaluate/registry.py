@@ -14,8 +14,8 @@ every output; it is not BigCodeBench.
 Test formats:
 - `humaneval_check`: the problem's `check(candidate)` function, called on the entry point.
 - `mbpp_asserts`: setup code, then the `assert` lines of the problem.
-- `evalplus`: base + plus inputs; the candidate's outputs are compared (with `atol` for floats)
-  against the canonical solution's outputs on the same inputs.
+- `evalplus`: the official HumanEval+/MBPP+ files, scored by evalplus 0.3.1's own checker run in
+  the sandbox (base and plus inputs separately; see `codeblock.evaluate.evalplus_plan`).
 - `unittest`: a `unittest.TestCase` class (BigCodeBench, DataFrameBench); all its tests must pass.
 """
 
@@ -305,27 +305,30 @@ def _normalise_evalplus(spec: Benchmark, row: dict, i: int, source: str) -> Prob
     entry = _need(row, "entry_point", source, i)
     canonical = _need(row, "canonical_solution", source, i)
     is_mbpp = spec.name.startswith("mbpp")
-    # evalplus's HumanEval+ canonical solutions continue the prompt; MBPP+ ones are whole programs
-    reference = canonical if is_mbpp else prompt + canonical
+    # evalplus's ground truth is prompt + canonical_solution for both (MBPP+'s prompt is a docstring)
+    reference = prompt + canonical
     if is_mbpp:
         shown = _INSTRUCT_MBPP.replace('\"\"\"\n{text}\n{test}\n\"\"\"', "{text}").format(text=prompt.strip())
     else:
         shown = _INSTRUCT_HE.format(prompt=prompt.strip())
-    if "base_input" in row:  # the official evalplus release file
-        extras = {
-            "inputs": list(row.get("base_input") or []) + list(row.get("plus_input") or []),
-            "n_base": len(row.get("base_input") or []),
-            "atol": float(row.get("atol") or 0.0),
-        }
+    if "base_input" in row:  # the official evalplus release file: scored by evalplus's own checker
+        for key in ("base_input", "plus_input"):
+            if not isinstance(row.get(key), (list, dict)):  # Mbpp/793 has {}
+                from codeblock.core.io import BadRowError
+
+                raise BadRowError(source, i, key, "expected a list of argument lists")
+        extras = {"dataset": "mbpp" if is_mbpp else "humaneval", "base_input": row["base_input"],
+                  "plus_input": row["plus_input"], "atol": row.get("atol") or 0, "prompt": prompt}
         return Problem(spec.name, task_id, shown, entry, "", "evalplus", reference=reference,
                        completion_prompt="" if is_mbpp else prompt, extras=extras)
     # hub copies ship the inputs inside a ready-made test program
     test = _need(row, "test", source, i)
     if is_mbpp:
         imports = "\n".join(row.get("test_imports") or [])
-        return Problem(spec.name, task_id, shown, entry, test, "mbpp_asserts", reference=reference, setup=imports)
+        return Problem(spec.name, task_id, shown, entry, test, "mbpp_asserts", reference=canonical, setup=imports,
+                       extras={"prompt": prompt})
     return Problem(spec.name, task_id, shown, entry, test, "humaneval_check", reference=reference,
-                   completion_prompt=prompt)
+                   completion_prompt=prompt, extras={"prompt": prompt})
 
 
 def _normalise_unittest(spec: Benchmark, row: dict, i: int, source: str) -> Problem:
@@ -370,8 +373,8 @@ def _normalise_unittest(spec: Benchmark, row: dict, i: int, source: str) -> Prob
 def problem_text(p: Problem) -> str:
     """Problem statement + reference solution + tests, for n-gram decontamination."""
     parts = [p.prompt, p.reference, p.setup, p.test]
-    if p.extras.get("inputs"):
-        parts.append(json.dumps(p.extras["inputs"])[:20000])
+    if p.extras.get("base_input"):
+        parts.append(json.dumps(p.extras["base_input"] + p.extras["plus_input"], default=str)[:20000])
     return "\n".join(x for x in parts if x)
 
 

@@ -33,6 +33,9 @@ def flat_metrics(blocks: dict[str, Any]) -> dict[str, float]:
     out = {f"pass_at_1/{n}": float(b["pass_at_1"]) for n, b in ok.items()}
     if ok:
         out["pass_at_1/avg"] = sum(out.values()) / len(ok)
+    # evalplus's base tests of the same generations (HumanEval / MBPP); not part of the average
+    out.update({f"base_pass_at_1/{n}": float(b["base_pass_at_1"]) for n, b in ok.items()
+                if b.get("base_pass_at_1") is not None})
     return out
 
 
@@ -46,6 +49,7 @@ def write_results(out_dir: Path, *, method: str, model_path: str, model_id: str,
         "model": {"path": model_path, "identity": model_id},
         "self_check": self_check,
         "harness": harness,
+        "sandbox": "unsandboxed" if harness.get("isolation") == "none" else harness.get("isolation"),
         "decoding": decoding,
         "config_hash": config_hash,
         "metrics": metrics,
@@ -76,16 +80,20 @@ def format_table(result: dict[str, Any]) -> str:
         if sc:
             if sc["known_defects"]:
                 notes.append("known defects: " + ", ".join(sc["known_defects"]))
+            if sc.get("too_slow_here"):
+                notes.append("over evalplus's time cap on this machine: " + ", ".join(sc["too_slow_here"]))
             if sc["unexpected_failures"]:
                 notes.append(f"UNEXPECTED failures: {', '.join(sc['unexpected_failures'][:10])}")
+        if b.get("base_pass_at_1") is not None:
+            notes.append(f"base tests {100 * b['base_pass_at_1']:.1f}% ({b['n_passed_base']}), {b['harness']}")
         p1 = b["pass_at_1"]
         lines.append(f"{title:<58} {100 * p1:>6.1f}% {b['n_passed']:>4}/{b['n_samples']:<4}  {'; '.join(notes)}")
     avg = result["metrics"].get("pass_at_1/avg")
     if avg is not None:
         lines.append(f"{'average (' + ', '.join(result['average_over']) + ')':<58} {100 * avg:>6.1f}%")
     h = result["harness"]
-    lines.append(f"harness {h['harness_version']}, isolation {h['isolation']}, workers {h['workers']}, "
-                 f"limits {h['limits']}")
+    sandbox = "UNSANDBOXED (eval.isolation: none)" if h["isolation"] == "none" else f"isolation {h['isolation']}"
+    lines.append(f"harness {h['harness_version']}, {sandbox}, workers {h['workers']}, limits {h['limits']}")
     return "\n".join(lines)
 
 

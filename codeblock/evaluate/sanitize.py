@@ -1,25 +1,18 @@
-"""From a model's raw output to a program: fenced-block extraction, truncation repair, pruning.
+"""From a model's raw output to a program.
 
-In the spirit of evalplus's sanitizer (written for this project): pick the code block that
-defines the entry point (else the longest), cut a truncated tail until the code parses, and keep
-only what a test needs: imports, function and class definitions, and top-level assignments.
-Top-level calls, prints, `if __name__ == "__main__":` blocks and example usage are dropped, so
-demo code cannot run (or read stdin) at import time.
+Instruct answers: evalplus's own sanitizer (see `to_program`). Completion answers: cut at the
+stop sequences, drop trailing lines until the code parses (a generation cut by max_new_tokens),
+and keep only what a test needs: imports, function and class definitions, and top-level
+assignments; top-level calls, prints, `if __name__ == "__main__":` blocks and example usage are
+dropped, so demo code cannot run (or read stdin) at import time.
 """
 
 from __future__ import annotations
 
 import ast
-import re
 
-_FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)(?:\n[ \t]*```|\Z)", re.S)
 # stop sequences of completion-style prompts (the Codex paper's, plus a fence)
 COMPLETION_STOPS = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\n```", "\nassert "]
-
-
-def code_blocks(text: str) -> list[tuple[str, str]]:
-    """(language tag, code) of every fenced block; an unterminated last block runs to the end."""
-    return [(m.group(1).lower(), m.group(2)) for m in _FENCE.finditer(text)]
 
 
 def fence_closed(text: str) -> bool:
@@ -45,21 +38,6 @@ def repair_truncated(code: str) -> str:
         if _parses(cand):
             return cand
     return code
-
-
-def pick_code(text: str, entry_point: str = "") -> str:
-    """The code in a model response: the python block defining the entry point, else the longest."""
-    blocks = [c for lang, c in code_blocks(text) if lang in ("", "python", "py", "python3")]
-    if not blocks:
-        blocks = [c for _, c in code_blocks(text)]
-    if not blocks:
-        return text
-    if entry_point:
-        pat = re.compile(rf"^\s*(async\s+)?def\s+{re.escape(entry_point)}\s*\(", re.M)
-        defining = [b for b in blocks if pat.search(b)]
-        if defining:
-            return max(defining, key=len)
-    return max(blocks, key=len)
 
 
 def prune(code: str, entry_point: str = "") -> str:
@@ -115,13 +93,23 @@ def cut_at_stops(text: str, stops: list[str]) -> str:
     return text[:cut]
 
 
-def to_program(raw: str, entry_point: str, prompt_format: str, completion_prompt: str = "") -> str:
-    """The program to execute for one raw generation."""
+def to_program(raw: str, entry_point: str, prompt_format: str, completion_prompt: str = "",
+               evalplus_style: bool = False) -> str:
+    """The program to execute for one raw generation.
+
+    Instruct answers go through evalplus's own sanitizer (`evalplus.sanitize.sanitize`): the first
+    definition of a name wins, only what the entry point depends on is kept (top-level example
+    code is dropped), and an answer without a fence yields its longest valid code block. For
+    HumanEval+/MBPP+ (`evalplus_style`) that is the whole program, exactly as evalplus's codegen
+    writes it; other benchmarks also get the import lines of the problem's code prompt."""
     if prompt_format == "completion" and completion_prompt:
         body = cut_at_stops(raw, COMPLETION_STOPS)
         code = repair_truncated(completion_prompt + body)
         return prune(code, entry_point)
-    code = repair_truncated(pick_code(raw, entry_point))
-    program = prune(code, entry_point)
+    from evalplus.sanitize import sanitize
+
+    program = sanitize(raw, entrypoint=entry_point or None)
+    if evalplus_style:
+        return program
     header = _header_imports(completion_prompt) if completion_prompt else ""
     return (header + "\n\n" + program) if header else program

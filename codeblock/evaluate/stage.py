@@ -11,7 +11,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="first N problems per benchmark (default eval.limit)")
     parser.add_argument("--self-check", action="store_true",
                         help="run the canonical solutions instead of a model (they must pass)")
-    parser.add_argument("--benchmarks", default=None, help="comma-separated names (default eval.benchmarks)")
+    parser.add_argument("--benchmarks", default=None, help="comma-separated names (default eval.benchmarks; "
+                        "with --samples: inferred from the task ids)")
+    parser.add_argument("--samples", default=None, metavar="FILE",
+                        help="score an evalplus/bigcodebench samples.jsonl (task_id + solution or completion) "
+                        "instead of generating; writes eval_results.json in evalplus's shape next to results.json")
 
 
 def run(cfg, ctx: StageContext) -> StageResult:
@@ -20,10 +24,11 @@ def run(cfg, ctx: StageContext) -> StageResult:
     o = ctx.options
     method = ctx.method or "base"
     self_check = bool(o.get("self_check"))
-    model_path = ctx.model_path or (None if self_check else default_model_path(cfg, method))
+    samples = o.get("samples")
+    model_path = ctx.model_path or (None if self_check or samples else default_model_path(cfg, method))
     names = [n.strip() for n in o["benchmarks"].split(",") if n.strip()] if o.get("benchmarks") else None
     res = run_evaluate(cfg, model_path, method, self_check=self_check, limit=o.get("limit"),
-                       benchmarks=names, progress=ctx.progress)
+                       benchmarks=names, progress=ctx.progress, samples_path=samples)
     bad = self_check and any(b["status"] == "ok" and b["self_check"]["unexpected_failures"]
                              for b in res["results"]["benchmarks"].values())
     return StageResult.from_dict("evaluate", res, method=method, exit_code=1 if bad else 0)
