@@ -14,11 +14,12 @@ setup: install assets
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml requirements.lock
+$(VENV)/.installed: pyproject.toml requirements.lock requirements-evalplus.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -c requirements.lock -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps -r requirements-evalplus.txt
 	touch $@
 
 assets: $(VENV)/.assets
@@ -67,4 +68,4 @@ lint:
 
 # Regenerate the lock after changing dependencies (in a fresh .venv).
 lock:
-	$(BIN)/python -m pip freeze --exclude-editable | grep -viE "^(torch|codeblock)==" > requirements.lock
+	$(BIN)/python -m pip freeze --exclude-editable | grep -viE "^(torch|codeblock|evalplus|wget|tempdir|multipledispatch)==" > requirements.lock

@@ -42,6 +42,11 @@ def test_completion_stops_and_stop_rules():
 
     assert not is_done("```python\ndef f():", "instruct") and is_done("```python\nx=1\n```", "instruct")
     assert finalize("```python\nx=1\n```\nmore text ```", "instruct") == "```python\nx=1\n```"
+    # the one fence parser: a ``` inside a longer fence does not close it; CRLF; ~~~ fences
+    assert not is_done("````python\ns = '```'\n```\n", "instruct")
+    assert finalize("````\ns = '```'\n```\n````\nafter", "instruct") == "````\ns = '```'\n```\n````"
+    assert finalize("```py\r\nx=1\r\n```\r\nafter", "instruct") == "```py\r\nx=1\r\n```"
+    assert finalize("~~~\nx=1\n~~~\n", "instruct") == "~~~\nx=1\n~~~"
     assert is_done("    return 1\ndef g", "completion")
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from codeblock.evaluate.registry import LoadedBenchmark, Problem
-from codeblock.evaluate.sanitize import COMPLETION_STOPS, cut_at_stops, fence_closed
+from codeblock.evaluate.sanitize import COMPLETION_STOPS, closed_fence_end, cut_at_stops, fence_closed
 
 log = logging.getLogger(__name__)
 GEN_VERSION = "gen-2"  # gen-2: evalplus's instruct prompt, prefill and stops for HumanEval+/MBPP+
@@ -106,11 +106,8 @@ def finalize(text: str, rule: str) -> str:
         return text[:cut].replace("\t", "    ")
     if rule == "completion":
         return cut_at_stops(text, COMPLETION_STOPS)
-    if fence_closed(text):  # cut right after the first closed block
-        first = text.find("```")
-        second = text.find("```", first + 3)
-        return text[: second + 3]
-    return text
+    end = closed_fence_end(text)  # cut right after the first closed block
+    return text if end is None else text[:end].rstrip("\r")
 
 
 class TransformersBackend:

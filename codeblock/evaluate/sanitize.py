@@ -11,13 +11,26 @@ from __future__ import annotations
 
 import ast
 
+from codeblock.core.markdown import fenced_blocks
+
 # stop sequences of completion-style prompts (the Codex paper's, plus a fence)
 COMPLETION_STOPS = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\n```", "\nassert "]
 
 
+def closed_fence_end(text: str) -> int | None:
+    """Where the first closed fenced block of `text` ends (after its closing fence line), by the
+    project's one fence parser (codeblock/core/markdown.py: CRLF, ~~~, longer fences, lists);
+    None while no block is closed. The stop rule of instruct output."""
+    for f in fenced_blocks(text):
+        if f.closed:
+            line_end = text.find("\n", f.end)
+            return len(text) if line_end < 0 else line_end
+    return None
+
+
 def fence_closed(text: str) -> bool:
-    """True once `text` holds an opened and closed fenced block (a stop rule for instruct output)."""
-    return text.count("```") >= 2
+    """True once `text` holds an opened and closed fenced block."""
+    return closed_fence_end(text) is not None
 
 
 def _parses(code: str) -> bool:
