@@ -72,6 +72,23 @@ def test_changed_config_stops_with_the_keys_and_both_ways_out(cfg, tmp_path):
     assert not good.exists() and stray.exists() and last_complete_checkpoint(ck) is None
 
 
+def test_archive_stale_moves_mismatched_checkpoints_aside_and_starts_afresh(cfg, tmp_path):
+    """The way out dvc.yaml takes: nothing deleted, nothing resumed, the same config keeps resuming."""
+    ck = tmp_path / "checkpoints"
+    fp = fingerprint(cfg, "m", "sha")
+    prepare_checkpoint_dir(ck, fp)
+    old = fake_checkpoint(ck, "checkpoint-2")
+    prepare_checkpoint_dir(ck, fp, archive_stale=True)  # same configuration: kept and resumed
+    assert last_complete_checkpoint(ck) == str(old)
+    new = fingerprint(cfg, "m", "other-labels")
+    prepare_checkpoint_dir(ck, new, archive_stale=True)
+    assert not old.exists() and last_complete_checkpoint(ck) is None
+    moved = list((ck / "stale").iterdir())
+    assert len(moved) == 1 and moved[0].name.startswith("checkpoint-2-")
+    assert (moved[0] / "adapter_model.safetensors").read_bytes() == b"weights"
+    assert json.loads((ck / FINGERPRINT).read_text()) == new
+
+
 def test_checkpoints_without_fingerprint_are_not_resumed_silently(cfg, tmp_path):
     ck = tmp_path / "checkpoints"
     fake_checkpoint(ck, "checkpoint-4")

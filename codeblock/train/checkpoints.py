@@ -38,6 +38,7 @@ log = logging.getLogger("codeblock.train.checkpoints")
 FINGERPRINT = "codeblock_fingerprint.json"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 INCOMPLETE_DIR = "incomplete"
+STALE_DIR = "stale"  # checkpoints of another configuration, moved aside by --archive-stale
 
 
 class CheckpointMismatch(RuntimeError):
@@ -96,15 +97,15 @@ def last_complete_checkpoint(ckpt_dir: str | Path) -> str | None:
     return str(good[-1]) if good else None
 
 
-def _move_aside(folder: Path) -> Path:
-    dest = folder.parent / INCOMPLETE_DIR / f"{folder.name}-{time.strftime('%Y%m%dT%H%M%S')}"
+def _move_aside(folder: Path, into: str = "") -> Path:
+    dest = folder.parent / (into or INCOMPLETE_DIR) / f"{folder.name}-{time.strftime('%Y%m%dT%H%M%S')}"
     dest.parent.mkdir(exist_ok=True)
     folder.rename(dest)
     return dest
 
 
 def prepare_checkpoint_dir(ckpt_dir: str | Path, fp: dict[str, Any], *, fresh: bool = False,
-                           resume_anyway: bool = False) -> None:
+                           resume_anyway: bool = False, archive_stale: bool = False) -> None:
     """Apply the policy (module docstring) before training starts; main process only."""
     ckpt_dir = Path(ckpt_dir)
     fp_file = ckpt_dir / FINGERPRINT
@@ -118,12 +119,20 @@ def prepare_checkpoint_dir(ckpt_dir: str | Path, fp: dict[str, Any], *, fresh: b
     if found:
         old = json.loads(fp_file.read_text()) if fp_file.exists() else None
         diff = fingerprint_diff(old, fp)
+        if diff and archive_stale and not resume_anyway:
+            # the third way out (what `dvc repro` uses: DVC reruns train exactly when its inputs
+            # changed): keep the old checkpoints, moved aside, and start again at step 0
+            for _, d in found:
+                log.warning("%s: made under another configuration (%s): moved to %s", d, "; ".join(diff),
+                            _move_aside(d, STALE_DIR))
+            found, diff = [], []
         if diff and not resume_anyway:
             raise CheckpointMismatch(
                 f"{ckpt_dir} holds checkpoints made under a configuration that changes the result:\n  "
                 + "\n  ".join(diff)
                 + "\nEither continue from them under the new configuration: `codeblock train --resume-anyway`, "
-                "or start again at step 0 (removes the checkpoint-<step> folders): `codeblock train --fresh`."
+                "or start again at step 0 (removes the checkpoint-<step> folders): `codeblock train --fresh`, "
+                f"or keep them in {STALE_DIR}/ and start again: `codeblock train --archive-stale`."
             )
         if diff:
             log.warning("%s: --resume-anyway: resuming under a changed configuration: %s", ckpt_dir, "; ".join(diff))

@@ -156,7 +156,8 @@ def _finish_model_dir(cfg, tmp: Path, tok) -> str:
     return kind
 
 
-def run_train(cfg, method: str | None = None, fresh: bool = False, resume_anyway: bool = False) -> dict:
+def run_train(cfg, method: str | None = None, fresh: bool = False, resume_anyway: bool = False,
+              archive_stale: bool = False) -> dict:
     from codeblock.core.models import apply_torch_threads, load_tokenizer, model_identity, resolve_model_path
 
     if fresh and resume_anyway:
@@ -177,7 +178,8 @@ def run_train(cfg, method: str | None = None, fresh: bool = False, resume_anyway
     with args.main_process_first(local=False, desc="label set and checkpoint folder"):
         if main:
             prepare_label_set(labels_path, arrow, cfg.train.max_length, vocab_size(base_resolved), labels_sha)
-            prepare_checkpoint_dir(ckpt_dir, fp, fresh=fresh, resume_anyway=resume_anyway)
+            prepare_checkpoint_dir(ckpt_dir, fp, fresh=fresh, resume_anyway=resume_anyway,
+                                   archive_stale=archive_stale)
     data = open_label_set(arrow)
     if len(data) == 0:
         raise ValueError(f"{labels_path}: no sample has a supervised token ({data.stats})")
@@ -260,13 +262,17 @@ def _merge_adapter(cfg, adapter_dir: Path, tok) -> None:
 def add_args(parser) -> None:
     parser.add_argument("--fresh", action="store_true",
                         help="remove the existing checkpoint-<step> folders and start at step 0")
+    parser.add_argument("--archive-stale", action="store_true",
+                        help="checkpoints made under another configuration are moved to checkpoints/stale/ "
+                        "and training starts at step 0 (what dvc.yaml uses: DVC reruns train only when its inputs changed)")
     parser.add_argument("--resume-anyway", action="store_true",
                         help="resume from existing checkpoints even though the configuration changed")
 
 
 def run(cfg, ctx: StageContext) -> StageResult:
     res = run_train(cfg, method=ctx.method, fresh=bool(ctx.options.get("fresh")),
-                    resume_anyway=bool(ctx.options.get("resume_anyway")))
+                    resume_anyway=bool(ctx.options.get("resume_anyway")),
+                    archive_stale=bool(ctx.options.get("archive_stale")))
     return StageResult.from_dict("train", res, method=ctx.method or cfg.select.method)
 
 
