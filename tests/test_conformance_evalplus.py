@@ -12,8 +12,8 @@ Every (base_status, plus_status) pair must agree. The default run takes a CI-siz
 other oracles and deserializations are in the slow run);
 `-m slow` runs every task of both benchmarks.
 
-Needs the official files (../shared/benchmarks next to the checkout, or CODEBLOCK_OFFICIAL_DATA)
-and evalplus; skipped otherwise.
+Needs the official files in the folder named by CODEBLOCK_OFFICIAL_DATA (HumanEvalPlus-v0.1.10.jsonl.gz,
+MbppPlus-v0.2.0.jsonl.gz, as released by evalplus; CI sets it) and evalplus; skipped otherwise.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from codeblock.evaluate.executor import Executor, Limits
 pytest.importorskip("evalplus")
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("CODEBLOCK_OFFICIAL_DATA") or REPO.parent / "shared" / "benchmarks")
+DATA = Path(os.environ.get("CODEBLOCK_OFFICIAL_DATA", "official-data-not-set"))
 FILES = {"humaneval_plus": DATA / "HumanEvalPlus-v0.1.10.jsonl.gz", "mbpp_plus": DATA / "MbppPlus-v0.2.0.jsonl.gz"}
 pytestmark = pytest.mark.skipif(not all(p.exists() for p in FILES.values()), reason=f"official data not in {DATA}")
 

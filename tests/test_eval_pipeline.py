@@ -68,7 +68,7 @@ def test_run_evaluate_tiny_model_cache_results_mlflow(cfg, monkeypatch):
     import mlflow
 
     from codeblock.evaluate import generate as G
-    from codeblock.evaluate import run_evaluate
+    from codeblock.evaluate.pipeline import run_evaluate
 
     res = run_evaluate(cfg, method="base", progress=False)
     out = Path(cfg.paths.reports_dir) / "eval" / "base"
@@ -107,7 +107,7 @@ def test_run_evaluate_peft_adapter_folder(cfg, tmp_path):
     from peft import LoraConfig, get_peft_model
 
     from codeblock.core.models import load_model
-    from codeblock.evaluate import run_evaluate
+    from codeblock.evaluate.pipeline import run_evaluate
 
     base = load_model(cfg.model)
     adapter = tmp_path / "runs" / "codeblock" / "model"

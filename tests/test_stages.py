@@ -107,6 +107,8 @@ def _imports(module: str) -> set[str]:
             for alias in node.names:  # `from codeblock.select import dataflow` imports a module
                 sub = f"{node.module}.{alias.name}"
                 out.add(sub if (ROOT / (sub.replace(".", "/") + ".py")).exists() else node.module)
+            if (ROOT / node.module.replace(".", "/") / "__init__.py").exists():
+                out.add(node.module)  # importing from a package runs its __init__ first
         elif isinstance(node, ast.Import):
             out |= {a.name for a in node.names if a.name.startswith("codeblock")}
     return {m for m in out if m != "codeblock"}
@@ -131,6 +133,8 @@ def test_dvc_code_deps_cover_what_the_stage_imports(name):
     missing = []
     for mod in sorted(_closure(STAGES[name].module)):
         f = mod.replace(".", "/")
+        if (ROOT / f).is_dir():
+            continue  # a package's __init__ (docstring only; the cycle test keeps it import-free)
         if not any(f + ".py" == d or f == d or f.startswith(d + "/") for d in code):
             missing.append(f + ".py")
     assert not missing, f"dvc.yaml stage {name!r} lacks deps {missing}"

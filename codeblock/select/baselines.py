@@ -1,4 +1,4 @@
-"""Selection baselines on the same interface as CodeBlock (METHOD.md, "Baselines on the same pipeline").
+"""Selection baselines on the same interface as CodeBlock (docs/method.md, "Baselines on the same pipeline").
 
 Each method is `fn(cfg, scores) -> codeblock.select.labels.Selection`; `codeblock select --method <name>`
 (or select.method) dispatches here, and labels.write_selection writes the same files for all:

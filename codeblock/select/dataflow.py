@@ -1,4 +1,4 @@
-"""Stage 4: the def-use graph of a code block, lifted to coding items; Reach and Bridge (METHOD.md section 4).
+"""Stage 4: the def-use graph of a code block, lifted to coding items; Reach and Bridge (docs/method.md section 4).
 
 Definitions and uses come from classic reaching definitions over each block's control flow
 (codeblock/select/pyflow.py builds the per-scope control-flow graphs from the tree-sitter tree,

@@ -1,6 +1,6 @@
 """The `select` stage: build the sparse labels of one method (CodeBlock or a baseline).
 
-Methods: `codeblock` (codeblock/select/priority.py, METHOD.md stages 4-5) and the baselines of
+Methods: `codeblock` (codeblock/select/priority.py, docs/method.md stages 4-5) and the baselines of
 codeblock/select/baselines.py, all returning a `Selection` that codeblock/select/labels.py writes.
 Any of them may carry ablation settings, `codeblock+rerank=none` (codeblock/select/variants.py).
 """

@@ -1,6 +1,6 @@
 """Stage 5 (with stage 4's Reach/Bridge): gated priority, budgeted selection, sparse labels.
 
-For the `codeblock` method (METHOD.md section 5):
+For the `codeblock` method (docs/method.md section 5):
     U(item)  = score.aggregate (mean|sum|max) of GCE over the item's core-logic tokens
                (items with no core token, e.g. a lone docstring, have no utility and are never chosen)
     Ũ(item)  = percentile of U among all items of the dataset (average rank / N, in (0, 1])

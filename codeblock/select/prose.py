@@ -1,4 +1,4 @@
-"""Prose words eligible for the natural-language share of the budget (METHOD.md section 5).
+"""Prose words eligible for the natural-language share of the budget (docs/method.md section 5).
 
 Prose is chosen by WORD, never by BPE piece: a word's tokens are all supervised or none
 (`Outer` -> `Out` + `er` is one unit). A word is a run of letters (with inner digits, hyphens and

@@ -1,6 +1,6 @@
 """Stage 2: split each response into prose and code, and code into tree-sitter coding items.
 
-Pipeline per sample (METHOD.md section 2):
+Pipeline per sample (docs/method.md section 2):
 1. `split_markdown` (codeblock/core/markdown.py, the project's one fence parser): prose and fenced
    code blocks. A response with no fence that parses cleanly as code (and is more than data) is
    one code block. A tagged fence is parsed with the grammar of its tag (none: not itemised); an
