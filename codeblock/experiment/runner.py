@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from typing import Any
 
 from codeblock.core.config import load_config
 from codeblock.core.io import write_json
+from codeblock.core.launch import StageFailed, run_command
 from codeblock.core.params import Config
 from codeblock.experiment import grid as G
 from codeblock.stages import SHARED_CHAIN, StageContext, stage_hash
@@ -125,10 +125,15 @@ def run_cell_process(ref: dict[str, Any], key: str) -> dict[str, Any]:
     cell = G.find_cell(base, key)
     log_path = G.cell_dir(base, cell) / "cell.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as fh:
-        rc = subprocess.run(cell_command(ref, key), stdout=fh, stderr=subprocess.STDOUT, env=dict(os.environ)).returncode
-    if rc != 0:
-        raise RuntimeError(f"cell {key} failed (exit code {rc}); see {log_path}")
+    with log_path.open("a") as fh:
+        def log_line(line: str) -> None:
+            fh.write(line + "\n")
+            fh.flush()
+
+        try:  # the stage launcher: own process group, taken down with this process on SIGTERM
+            run_command(cell_command(ref, key), log=log_line, env=dict(os.environ), name=f"cell {key}")
+        except StageFailed as e:
+            raise RuntimeError(f"cell {key} failed (exit code {e.returncode}); see {log_path}") from e
     return {**(G.read_marker(base, cell) or {}), "skipped": False}
 
 
