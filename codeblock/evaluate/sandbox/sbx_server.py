@@ -2,8 +2,8 @@
 
 Started by `codeblock.evaluate.executor` as `python -I sbx_server.py`, normally inside fresh
 network, pid and mount namespaces (`unshare --net --pid --mount --fork --mount-proc`). It is
-trusted and never runs untrusted code itself: per job it forks a child that unshares new pid and
-mount namespaces and forks the program's process (pid 1 there, see `sbx_harness.run_job`), waits
+trusted and never runs untrusted code itself: per job it forks a child that unshares new pid,
+mount, IPC and network namespaces and forks the program's process (pid 1 there, see `sbx_harness.run_job`), waits
 for it under the wall-clock limit, kills what is left of the namespace and relays what arrived
 on the job's verdict pipe. Standard library only (plus evalplus inside `evalplus` jobs).
 """
@@ -18,18 +18,25 @@ import sbx_harness  # noqa: E402
 import sbx_setup  # noqa: E402
 from sbx_proctree import children, kill_tree  # noqa: E402
 
-_CLONE_NEWPID, _CLONE_NEWNS, _CLONE_NEWIPC = 0x20000000, 0x00020000, 0x08000000
+_CLONE_NEWPID, _CLONE_NEWNS, _CLONE_NEWIPC, _CLONE_NEWNET = 0x20000000, 0x00020000, 0x08000000, 0x40000000
 _MS_REC, _MS_PRIVATE = 16384, 1 << 18
+_EXIT_NO_CGROUP = 71
 
 
 def _fork_sandbox(job, w):
-    """In the forked child C1: new pid, mount and IPC namespaces (System V queues, semaphores and
-    shared memory die with the program), then the program's process is our child."""
+    """In the forked child C1: into the slot's memory cgroup, then new pid, mount, IPC and
+    network namespaces (System V queues, semaphores and shared memory die with the program; its
+    network is a loopback of its own), then the program's process is our child."""
+    try:
+        sbx_setup.join_cgroup(job.get("cgroup_procs"))
+    except OSError:
+        os._exit(_EXIT_NO_CGROUP)  # never run the program outside the limit it was promised
     if job.get("new_ns"):
         lib, ctypes = sbx_setup.libc()
-        if lib.unshare(_CLONE_NEWPID | _CLONE_NEWNS | _CLONE_NEWIPC) != 0:
+        if lib.unshare(_CLONE_NEWPID | _CLONE_NEWNS | _CLONE_NEWIPC | _CLONE_NEWNET) != 0:
             raise OSError(ctypes.get_errno(), "unshare")
         lib.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None)
+        sbx_setup.loopback_up()
         child = os.fork()
         if child == 0:
             sbx_harness.run_job(job, w)
@@ -111,8 +118,11 @@ def _serve_one(job):
         import shutil
 
         shutil.rmtree(job["workdir"], ignore_errors=True)
-    return {"data": b"".join(chunks).decode("utf-8", "replace"), "rc": os.waitstatus_to_exitcode(status),
-            "timed_out": timed_out, "dt": time.monotonic() - t0}
+    rep = {"data": b"".join(chunks).decode("utf-8", "replace"), "rc": os.waitstatus_to_exitcode(status),
+           "timed_out": timed_out, "dt": time.monotonic() - t0}
+    if rep["rc"] == _EXIT_NO_CGROUP and not rep["data"]:
+        rep["harness_error"] = f"could not join the memory cgroup {job.get('cgroup_procs')}"
+    return rep
 
 
 def _kill_uid(uid):
@@ -145,7 +155,7 @@ def serve():
         sbx_setup.mount_tmpfs(64 << 20)  # a scratch /tmp for the stash mounts
         if setup.get("uid_switch"):
             sbx_setup.expose_runtime(setup["runtime_paths"])
-        sbx_setup.make_readonly(setup.get("readonly_paths") or [])
+        sbx_setup.make_all_readonly()
     sbx_setup.libc()
     import sbx_evalplus
 

@@ -85,16 +85,68 @@ def expose_runtime(paths):
             os.rmdir(st)
 
 
-def make_readonly(paths):
-    """Bind each path onto itself and remount it read-only (keeping the flags the kernel locks),
-    inside the fork server's private mount namespace. Programs, which lose every capability
-    (`drop_capabilities`), cannot remount them writable or unmount the cover."""
+# Mounts left writable by `make_all_readonly`: kernel and device file systems (their files are not
+# the host's data), and the tmpfs covers (`mount_tmpfs`), which are the program's only scratch space.
+_PSEUDO_FS = {"proc", "sysfs", "cgroup", "cgroup2", "devtmpfs", "devpts", "mqueue", "securityfs", "debugfs",
+              "tracefs", "bpf", "pstore", "fusectl", "configfs", "binfmt_misc", "hugetlbfs", "autofs", "nsfs"}
+_PSEUDO_DIRS = ("/proc", "/sys", "/dev")
+# statvfs bit -> mount flag, for the flags a user namespace locks (a remount must keep them)
+_LOCKED = {2: 2, 4: 4, 8: 8, 1024: 1024, 2048: 2048, 4096: 1 << 21}  # nosuid nodev noexec noatime nodiratime relatime
+
+
+def _mount_points():
+    """(mount point, fs type) of every mount in this mount namespace, top of each stack once."""
+    seen = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            point = left.split()[4].encode().decode("unicode_escape")  # \040 and friends
+            seen[point] = right.split()[0]
+    return list(seen.items())
+
+
+def make_all_readonly():
+    """Remount every mount of the server's private mount namespace read-only (kernel and device
+    file systems and the tmpfs covers excepted), so a program can write nowhere on the host's
+    disks, whatever the file permissions say: not the checkout, the venv or the home directory
+    (what the real user could write in user-namespace mode), nor a world-writable folder outside
+    /tmp. Programs lose every capability, so they cannot remount anything writable again."""
     lib, _ = libc()
-    keep = 2 | 4 | 8 | 1024 | 2048 | 4096  # nosuid, nodev, noexec, noatime, nodiratime, relatime
-    for p in sorted({os.path.realpath(p) for p in paths if os.path.isdir(p)}):
-        _check(lib.mount(p.encode(), p.encode(), None, _MS_BIND | _MS_REC, None), f"bind {p}")
-        flags = _MS_REMOUNT | _MS_BIND | 1 | (os.statvfs(p).f_flag & keep)  # 1 = MS_RDONLY
-        _check(lib.mount(None, p.encode(), None, flags, None), f"remount {p} read-only")
+    covers = {os.path.realpath(d) for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")}
+    for point, fstype in _mount_points():
+        if fstype in _PSEUDO_FS or point in covers or any(
+                point == d or point.startswith(d + "/") for d in _PSEUDO_DIRS):
+            continue
+        try:
+            have = os.statvfs(point).f_flag
+        except OSError:  # hidden under another mount, or not ours to see
+            continue
+        if have & 1:  # already read-only
+            continue
+        flags = _MS_REMOUNT | _MS_BIND | 1 | sum(m for st, m in _LOCKED.items() if have & st)
+        _check(lib.mount(None, point.encode(), None, flags, None), f"remount {point} read-only")
+
+
+def loopback_up():
+    """Bring `lo` up in the program's fresh network namespace (it has no other interface, so no
+    route out): client/server programs can talk to themselves on 127.0.0.1, as upstream harnesses
+    allow, and nothing else is reachable."""
+    import fcntl
+    import socket
+    import struct
+
+    siocgifflags, siocsifflags, iff_up, iff_running = 0x8913, 0x8914, 0x1, 0x40
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        flags = struct.unpack("16sh", fcntl.ioctl(s, siocgifflags, struct.pack("16sh", b"lo", 0)))[1]
+        fcntl.ioctl(s, siocsifflags, struct.pack("16sh", b"lo", flags | iff_up | iff_running))
+
+
+def join_cgroup(procs_file):
+    """Move this process (and so everything it will fork) into the memory cgroup the executor
+    made for this worker slot: the program's processes together stay under its memory limit."""
+    if procs_file:
+        with open(procs_file, "w") as f:
+            f.write(str(os.getpid()))
 
 
 def drop_capabilities():
