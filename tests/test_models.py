@@ -125,3 +125,16 @@ def test_encode_truncation_and_batch_equivalence(tokenizer):
     assert len(enc.input_ids) == 128 and enc.response_end == 128
     pairs = [("a", "b c"), ("Write x", long), ("é", "```python\nx=1\n```")]
     assert encode_pairs(tokenizer, pairs, 256) == [encode_pair(tokenizer, i, r, 256) for i, r in pairs]
+
+
+def test_backend_fast_path_equals_the_tokenizer_call(tokenizer):
+    """`_encode_texts` asks the Rust backend directly; the wrapper's own call is the oracle, on
+    code, non-ASCII, whitespace runs, special-token text and the empty string."""
+    from codeblock.core.tokenize import _encode_texts
+
+    texts = ["def f(x):\n    return x  # ü\n", "é\u3042 \t\n\n  ", "", "<|im_end|> literal", "word " * 50]
+    assert tokenizer.backend_tokenizer.truncation is None  # so the fast path is the one tested
+    ids, offs = _encode_texts(tokenizer, texts, offsets=True)
+    ref = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    assert ids == ref["input_ids"]
+    assert [[tuple(o) for o in row] for row in offs] == [[tuple(o) for o in row] for row in ref["offset_mapping"]]

@@ -73,17 +73,33 @@ def encode_pair(tokenizer, instruction: str, response: str, max_length: int = 20
     return encode_pairs(tokenizer, [(instruction, response)], max_length)[0]
 
 
+def _encode_texts(tokenizer, texts: list[str], offsets: bool = False):
+    """(ids, offsets or None) per text, without special tokens. A fast tokenizer with no
+    truncation or padding configured is asked directly through its Rust backend (`encode_batch`):
+    the same ids and offsets as `tokenizer(texts, add_special_tokens=False)` (a test checks it)
+    without the per-text dicts the Python wrapper builds. With the template parts tokenized once
+    per distinct string, `encode_pairs` took 3.43 s of CPU instead of 3.84 s on 1,257 pool pairs
+    (median of 3, shared host)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and backend.truncation is None and backend.padding is None:
+        encs = backend.encode_batch(texts, add_special_tokens=False)
+        return [e.ids for e in encs], ([e.offsets for e in encs] if offsets else None)
+    out = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=offsets)
+    return out["input_ids"], (out["offset_mapping"] if offsets else None)
+
+
 def encode_pairs(tokenizer, pairs: list[tuple[str, str]], max_length: int = 2048) -> list[EncodedPair]:
-    """Batch version of `encode_pair` (fast tokenizers encode the batch in Rust, in parallel)."""
+    """Batch version of `encode_pair` (fast tokenizers encode the batch in Rust, in parallel).
+    Template parts repeat across a batch (the suffix is usually one string for all pairs), so each
+    distinct one is tokenized once."""
     if not pairs:
         return []
     parts = [_template_parts(tokenizer, ins) for ins, _ in pairs]
-    prompts = tokenizer([p for p, _ in parts], add_special_tokens=False)["input_ids"]
-    suffixes = tokenizer([s for _, s in parts], add_special_tokens=False)["input_ids"]
-    resp = tokenizer(
-        [r for _, r in pairs], add_special_tokens=False, return_offsets_mapping=True
-    )
+    distinct = sorted({t for pair in parts for t in pair})
+    ids, _ = _encode_texts(tokenizer, distinct)
+    part_ids = dict(zip(distinct, ids))
+    resp_ids, resp_offsets = _encode_texts(tokenizer, [r for _, r in pairs], offsets=True)
     return [
-        _assemble(prompts[i], resp["input_ids"][i], resp["offset_mapping"][i], suffixes[i], max_length)
+        _assemble(part_ids[parts[i][0]], resp_ids[i], resp_offsets[i], part_ids[parts[i][1]], max_length)
         for i in range(len(pairs))
     ]
