@@ -259,8 +259,9 @@ def test_prose_tokens_skip_markdown_punctuation_stopwords(tokenizer):
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     seg = segment_response(text, enc["offset_mapping"])
     words = [t.strip() for t in tok_texts(text, enc["offset_mapping"], seg.prose_tokens)]
-    assert "Approach" in words and "iterate" in words and "list" in words and "sorted" in words
-    assert not {"##", "**", "the", "over", "then", "it", ".", ",", "`", "We"} & set(words)
+    assert "Approach" in words and "iterate" in words and "list" in words and "returns" in words
+    # inline code (`sorted`) is code, not prose
+    assert not {"##", "**", "the", "over", "then", "it", ".", ",", "`", "We", "sorted"} & set(words)
 
 
 def test_truncated_items_are_dropped(tokenizer):
@@ -421,3 +422,19 @@ def test_prose_words_are_whole_and_never_markup_numbers_urls(tokenizer):
     first = seg.prose_words[0][0]
     assert "outerlist" not in segment_response(text, off[:first + 1]).prose_word_text
     assert "outerlist" in segment_response(text, off[:seg.prose_words[0][-1] + 1]).prose_word_text
+
+
+def test_template_sentence_with_other_names_is_one_sentence(tokenizer):
+    """Inline code is not prose, and it stays out of the sentence key: the same template filled
+    with another function name is one recurring sentence (so boilerplate is discounted)."""
+    def words(name):
+        text = f"The function below, `{name}`, does what was asked. Then `sort` it by hand."
+        off = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        return segment_response(text, off)
+
+    a, b, c = words("egg_drop"), words("find_difference"), words("schedule")
+    assert a.prose_word_text == ["function", "asked", "hand"] == c.prose_word_text  # "below": a stop-word
+    assert a.prose_word_sentence == b.prose_word_sentence == c.prose_word_sentence
+    plain = "The function below does what was asked."
+    off = tokenizer(plain, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    assert segment_response(plain, off).prose_word_sentence[0] == a.prose_word_sentence[0]

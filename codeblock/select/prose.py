@@ -3,11 +3,12 @@
 Prose is chosen by WORD, never by BPE piece: a word's tokens are all supervised or none
 (`Outer` -> `Out` + `er` is one unit). A word is a run of letters (with inner digits, hyphens and
 apostrophes) in a prose region; these are never words: list numbers and other numbers, markdown
-syntax (#, *, >, |, link brackets), URLs and e-mail addresses, HTML tags, identifiers with an
-underscore, single letters, English stop-words (also before an apostrophe: don't, it's). A word is eligible only when every one of its pieces survived
+syntax (#, *, >, |, link brackets), inline code spans, URLs and e-mail addresses, HTML tags,
+identifiers with an underscore, single letters, English stop-words (also before an apostrophe: don't, it's). A word is eligible only when every one of its pieces survived
 truncation.
 
-Each word carries the key of its sentence (a hash of the sentence's lower-cased words), so the
+Each word carries the key of its sentence (a hash of the sentence's lower-cased words, inline
+code and identifiers left out, so a template sentence filled with another name is one key), so the
 selection can discount boilerplate: a sentence that recurs in many samples ("Here is the code:")
 is not informative however surprising its words are to the model (codeblock/select/priority.py).
 """
@@ -34,6 +35,9 @@ _NOT_PROSE_RE = re.compile(
     r"(?:https?|ftp)://[^\s<>()\[\]]*|www\.[^\s<>()\[\]]+|[\w.+-]+@[\w-]+(?:\.[\w-]+)+|</?[A-Za-z][^>\n]*>|\]\([^)\n]*\)"
 )
 _SENTENCE_RE = re.compile(r"[^\n.!?]+[.!?]*")
+# inline code (`name`, ``a`b``): code, not prose, and left out of the sentence key, so that
+# "The function below, `egg_drop`, does what was asked." recurs across samples as one sentence
+_CODE_SPAN_RE = re.compile(r"(`+)[^`\n]+?\1")
 
 
 def sentence_key(words: list[str]) -> int:
@@ -47,14 +51,15 @@ def prose_words(text: str, start: int, end: int, starts: list[int], ends: list[i
     word, sentence key). `starts`/`ends` are the sorted, whitespace-trimmed char spans of the
     response tokens (codeblock/select/items.TokenSpans); a word's tokens are those that overlap it,
     and it is kept only if they cover it wholly and stay inside the region."""
-    region = _NOT_PROSE_RE.sub(lambda m: " " * len(m.group(0)), text[start:end])
+    blank = lambda m: " " * len(m.group(0))  # noqa: E731 - same length keeps offsets
+    region = _NOT_PROSE_RE.sub(blank, _CODE_SPAN_RE.sub(blank, text[start:end]))
     n = len(starts)
     out = []
     for sm in _SENTENCE_RE.finditer(region):
         found = [(m.start(), m.end(), m.group(0).lower()) for m in _WORD_RE.finditer(sm.group(0))]
         if not found:
             continue
-        key = sentence_key([w for _, _, w in found])
+        key = sentence_key([w for _, _, w in found if "_" not in w])  # identifiers vary, the template does not
         base = start + sm.start()
         for a, b, word in found:
             if len(word) < 2 or word in STOP_WORDS or "_" in word or re.split("['’]", word)[0] in STOP_WORDS:
