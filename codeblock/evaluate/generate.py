@@ -188,7 +188,7 @@ class VLLMBackend:  # pragma: no cover - needs vLLM and a GPU (tests/test_eval_v
             raise ValueError(f"{path}: vLLM backend needs a merged model (train.merge: true) or eval.backend=transformers")
         self.tokenizer = tokenizer or load_tokenizer(cfg.model, model_path)
         with engine_env(local_rank, world):
-            self.llm = LLM(model=path, trust_remote_code=cfg.model.trust_remote_code)
+            self.llm = LLM(model=path, trust_remote_code=cfg.model.trust_remote_code, dtype=cfg.model.dtype)
 
     def generate(self, prompts, rule, n, temperature, top_p, max_new_tokens):
         from vllm import SamplingParams
