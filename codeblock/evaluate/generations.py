@@ -166,7 +166,7 @@ def generate_all(cfg, benches: list[tuple[LoadedBenchmark, list[Problem]]], mode
         backend = backend_factory()
         total = sum(len(b) for _, b in mine)
         desc = "generate" + (f" (rank {ranks.rank}/{ranks.world})" if ranks.world > 1 else "")
-        with tqdm(total=total, desc=desc, disable=not progress, unit="task") as bar:
+        with tqdm(total=total, desc=desc, disable=not (progress and ranks.main), unit="task") as bar:
             for group in _calls(mine, getattr(backend, "whole_share", False)):
                 prompts = [c[1] for _, batch in group for c in batch]
                 outs = backend.generate(prompts, group[0][1][0][2], d["n_samples"], d["temperature"], d["top_p"],
