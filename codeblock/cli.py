@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         text = mod.summary(res)
         if text:
             print(text)
-    if args.result_json:
+    # under torchrun / accelerate launch every rank runs this: rank 0's result is the stage's
+    if args.result_json and os.environ.get("RANK", "0") == "0":
         _write_result(args.result_json, res.to_json())
     return res.exit_code
 

@@ -1,21 +1,23 @@
-"""Generation for the benchmarks: batched greedy / sampled decoding, stop rules, a generation cache.
+"""Generation for the benchmarks: prompts, stop rules, decoding settings, the backends.
 
 Backends: transformers (CPU or GPU, device and dtype from `cfg.model`, left padding for batched
 decoding) and vLLM when it is installed (`eval.backend: vllm`). Instruct prompts go through the
 model's chat template (`codeblock.core.tokenize.encode_prompt`); completion prompts are raw text.
+Which prompts are generated, in which batches and by which rank, and the cache of generations
+(`cache_path` is its key: model identity, benchmark dataset sha256, decoding settings, prompt
+format, backend) are in `codeblock.evaluate.generations`.
 
-Cache: `<reports_dir>/generations/<benchmark>/<key>.jsonl`, one line per task
-`{"task_id", "samples": [raw text, ...]}`, where key hashes (model identity, benchmark dataset
-sha256, decoding settings, prompt format, backend). Lines are appended per batch, so an interrupted
-run resumes where it stopped, and evaluation re-runs without generating again.
+Several processes (`torchrun` / `accelerate launch`): each rank builds its own backend on its own
+GPU (transformers: `cuda:LOCAL_RANK`; vLLM: one engine per rank, which sees only that GPU).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+import os
 from pathlib import Path
 from typing import Any
 
@@ -54,18 +56,6 @@ def cache_path(cfg, loaded: LoadedBenchmark, model_id: str) -> Path:
                       "format": prompt_format(cfg, loaded)}, sort_keys=True)
     h = hashlib.sha256(key.encode()).hexdigest()[:16]
     return Path(cfg.paths.reports_dir) / "generations" / loaded.spec.name / f"{h}.jsonl"
-
-
-def read_cache(path: Path) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-                out[str(row["task_id"])] = list(row["samples"])
-            except (ValueError, KeyError, TypeError):
-                continue  # a line cut by an interruption: that task is generated again
-    return out
 
 
 def evalplus_stops() -> list[str]:
@@ -111,7 +101,9 @@ def finalize(text: str, rule: str) -> str:
 
 
 class TransformersBackend:
-    def __init__(self, cfg, model_path: str | None):
+    whole_share = False  # generate plan batch by plan batch (the batches fix greedy outputs)
+
+    def __init__(self, cfg, model_path: str | None, tokenizer=None):
         from codeblock.core.models import load_model, load_tokenizer
 
         self.cfg = cfg
@@ -119,7 +111,7 @@ class TransformersBackend:
             import torch
 
             torch.set_num_threads(cfg.eval.torch_threads)
-        self.tokenizer = load_tokenizer(cfg.model, model_path)
+        self.tokenizer = tokenizer or load_tokenizer(cfg.model, model_path)
         self.tokenizer.padding_side = "left"
         self.model = load_model(cfg.model, model_path)
 
@@ -155,17 +147,48 @@ class TransformersBackend:
         return [[finalize(t, rule) for t in texts[i * per:(i + 1) * per]] for i in range(len(prompts))]
 
 
-class VLLMBackend:  # pragma: no cover - needs vLLM and a GPU
-    def __init__(self, cfg, model_path: str | None):
+# set by torchrun / accelerate launch; a vLLM engine that saw them would join the launcher's group
+LAUNCHER_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
+                "ROLE_RANK", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
+
+
+@contextlib.contextmanager
+def engine_env(local_rank: int, world: int):
+    """The environment a vLLM engine of one data-parallel rank starts in: only this rank's GPU
+    visible, none of the launcher's rank variables, the engine in a spawned process of its own (it
+    must not inherit this process's gloo group). The launcher variables come back afterwards."""
+    if world <= 1:
+        yield
+        return
+    saved = {k: os.environ.pop(k) for k in LAUNCHER_ENV if k in os.environ}
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpus = [g for g in visible.split(",") if g.strip()] if visible else None
+    if gpus is not None and local_rank >= len(gpus):
+        raise ValueError(f"vLLM rank with LOCAL_RANK={local_rank}: CUDA_VISIBLE_DEVICES={visible!r} has "
+                         f"{len(gpus)} GPU(s); launch at most one process per GPU")
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpus[local_rank] if gpus is not None else str(local_rank)
+    os.environ["VLLM_WORKER_MULTIPROC_METHOD"] = "spawn"
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+class VLLMBackend:  # pragma: no cover - needs vLLM and a GPU (tests/test_eval_vllm.py where both exist)
+    whole_share = True  # one call per benchmark share: vLLM schedules its own batches
+
+    def __init__(self, cfg, model_path: str | None, tokenizer=None, local_rank: int = 0, world: int = 1):
         from vllm import LLM
 
         from codeblock.core.models import load_tokenizer, resolve_model_path
 
         path = resolve_model_path(model_path or cfg.model.name_or_path, cfg.model)
         if (Path(path) / "adapter_config.json").exists():
-            raise ValueError("vLLM backend: merge the LoRA adapter first (train.merge: true) or use transformers")
-        self.tokenizer = load_tokenizer(cfg.model, model_path)
-        self.llm = LLM(model=path, trust_remote_code=cfg.model.trust_remote_code)
+            raise ValueError(f"{path}: vLLM backend needs a merged model (train.merge: true) or eval.backend=transformers")
+        self.tokenizer = tokenizer or load_tokenizer(cfg.model, model_path)
+        with engine_env(local_rank, world):
+            self.llm = LLM(model=path, trust_remote_code=cfg.model.trust_remote_code, dtype=cfg.model.dtype)
 
     def generate(self, prompts, rule, n, temperature, top_p, max_new_tokens):
         from vllm import SamplingParams
@@ -177,44 +200,14 @@ class VLLMBackend:  # pragma: no cover - needs vLLM and a GPU
         return [[finalize(c.text, rule) for c in o.outputs] for o in outs]
 
 
-def make_backend(cfg, model_path: str | None):
+def make_backend(cfg, model_path: str | None, tokenizer=None, ranks=None):
+    """The configured backend for this rank (`ranks`: `codeblock.core.ranks.Ranks`, one process if None)."""
+    local_rank, world = (ranks.local_rank, ranks.world) if ranks is not None else (0, 1)
     if cfg.eval.backend == "vllm":
         try:
             import vllm  # noqa: F401
         except ImportError:
             log.warning("eval.backend=vllm but vLLM is not installed; using transformers")
         else:
-            return VLLMBackend(cfg, model_path)
-    return TransformersBackend(cfg, model_path)
-
-
-def generate_benchmark(cfg, loaded: LoadedBenchmark, problems: list[Problem], model_id: str,
-                       backend_factory: Callable[[], Any], progress: bool = True) -> tuple[dict[str, list[str]], Path]:
-    """Samples per task_id for `problems`, from the cache where present; the backend is built only
-    when something is missing."""
-    from tqdm import tqdm
-
-    path = cache_path(cfg, loaded, model_id)
-    cached = read_cache(path) if cfg.eval.generations_cache else {}
-    todo = [p for p in problems if p.task_id not in cached]
-    if todo:
-        backend = backend_factory()
-        d = decoding_settings(cfg)
-        fmt = prompt_format(cfg, loaded)
-        items = [(p, *prompt_ids(backend.tokenizer, p, fmt)) for p in todo]
-        items.sort(key=lambda x: len(x[1]))  # similar lengths per batch: less padding
-        path.parent.mkdir(parents=True, exist_ok=True)
-        bs = max(1, cfg.eval.batch_size)
-        with open(path, "a", encoding="utf-8") as fh, tqdm(total=len(items), desc=f"generate {loaded.spec.name}",
-                                                          disable=not progress, unit="task") as bar:
-            for i in range(0, len(items), bs):
-                chunk = items[i:i + bs]
-                rule = chunk[0][2]
-                outs = backend.generate([c[1] for c in chunk], rule, d["n_samples"], d["temperature"], d["top_p"],
-                                        d["max_new_tokens"])
-                for (p, _, _), samples in zip(chunk, outs):
-                    cached[p.task_id] = samples
-                    fh.write(json.dumps({"task_id": p.task_id, "samples": samples}) + "\n")
-                fh.flush()
-                bar.update(len(chunk))
-    return {p.task_id: cached[p.task_id] for p in problems}, path
+            return VLLMBackend(cfg, model_path, tokenizer, local_rank, world)
+    return TransformersBackend(cfg, model_path, tokenizer)

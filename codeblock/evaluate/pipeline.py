@@ -21,6 +21,8 @@ from codeblock.evaluate.results import pass_at_k, print_table, write_results
 from codeblock.stages import stage_hash
 
 log = logging.getLogger(__name__)
+# how long a rank waits at a barrier for the slowest rank (a rank that dies ends the whole launch)
+RANK_WAIT_S = 6 * 3600.0
 
 # canonical solutions that fail their own tests in the official data or harness (reported, not hidden)
 KNOWN_REFERENCE_DEFECTS: dict[str, dict[str, str]] = {
@@ -119,13 +121,14 @@ def _too_slow_here(rows: list[dict]) -> dict[str, str]:
 
 def evaluate_benchmark(cfg, name: str, executor: Executor, *, limit: int = 0, self_check: bool = False,
                        model_id: str = "", backend_factory=None, progress: bool = True,
-                       samples: dict | None = None, samples_path: str = "") -> dict[str, Any]:
+                       samples: dict | None = None, samples_path: str = "", generated=None) -> dict[str, Any]:
     """One benchmark -> its result block (status 'unavailable' with the reason when data is missing).
-    `samples` (from `samples.read_samples`) scores given programs instead of generating."""
+    `samples` (from `samples.read_samples`) scores given programs instead of generating;
+    `generated` (a `generations.Job`, from `generate_all`) scores generations made beforehand."""
     spec = R.get(name)
     base = {"name": name, "title": spec.title, "label": spec.label, "test_format": spec.test_format}
     try:
-        loaded = R.load_benchmark(cfg, name)
+        loaded = generated.loaded if generated is not None else R.load_benchmark(cfg, name)
     except R.BenchmarkUnavailable as e:
         return {**base, "status": "unavailable", "reason": str(e)}
     gen_path = None
@@ -136,12 +139,15 @@ def evaluate_benchmark(cfg, name: str, executor: Executor, *, limit: int = 0, se
         if not problems:
             return {**base, "status": "unavailable", "reason": f"unavailable: {samples_path} has no {name} task"}
     else:
-        problems = loaded.problems[:limit] if limit else loaded.problems
+        problems = benchmark_problems(loaded, limit)
         gen: dict[str, list[str]] = {}
         if not self_check:
-            from codeblock.evaluate.generate import generate_benchmark
+            if generated is None:
+                from codeblock.evaluate.generations import generate_all
 
-            gen, gen_path = generate_benchmark(cfg, loaded, problems, model_id, backend_factory, progress=progress)
+                generated = generate_all(cfg, [(loaded, problems)], model_id, backend_factory,
+                                         lambda: backend_factory().tokenizer, progress=progress)[0][name]
+            gen, gen_path = generated.samples, generated.path
         progs = _programs(cfg, loaded, problems, gen, self_check)
     timeout = float(cfg.eval.timeout_s or spec.timeout_s)
     official = all(p.test_format == "evalplus" for p in problems)
@@ -185,6 +191,10 @@ def evaluate_benchmark(cfg, name: str, executor: Executor, *, limit: int = 0, se
         if official:
             block["self_check"].update(passed_base=block["n_passed_base"], too_slow_here=slow)
     return block
+
+
+def benchmark_problems(loaded: R.LoadedBenchmark, limit: int) -> list[R.Problem]:
+    return loaded.problems[:limit] if limit else loaded.problems
 
 
 def default_model_path(cfg, method: str) -> str | None:
@@ -235,13 +245,44 @@ def _write_eval_results(out_dir: Path, blocks: dict[str, Any]) -> list[str]:
     return paths
 
 
+def _generate(cfg, names: list[str], limit: int, model_id: str, model_path: str | None, ranks, progress: bool):
+    """Every rank: its share of the generations of every available benchmark (`generations.generate_all`)."""
+    from codeblock.core.models import load_tokenizer, resolve_device
+    from codeblock.core.ranks import rank_device
+    from codeblock.evaluate.generate import make_backend
+    from codeblock.evaluate.generations import generate_all
+
+    benches = []
+    for name in names:
+        try:
+            loaded = R.load_benchmark(cfg, name)
+        except R.BenchmarkUnavailable:
+            continue  # reported by evaluate_benchmark
+        benches.append((loaded, benchmark_problems(loaded, limit)))
+    state: dict[str, Any] = {}
+
+    def tokenizer():
+        if "tok" not in state:
+            state["tok"] = load_tokenizer(cfg.model, model_path)
+        return state["tok"]
+
+    def backend():  # built only by a rank with something to generate
+        gcfg = rank_device(cfg, resolve_device(cfg.model).type == "cuda", ranks)
+        return make_backend(gcfg, model_path, tokenizer(), ranks)
+
+    return generate_all(cfg, benches, model_id, backend, tokenizer, ranks, progress=progress)
+
+
 def run_evaluate(cfg, model_path: str | None = None, method: str = "base", *, self_check: bool = False,
                  limit: int | None = None, benchmarks: list[str] | None = None, progress: bool = True,
                  print_summary: bool = False, samples_path: str | None = None) -> dict[str, Any]:
     """Evaluate a model (or, with `self_check`, the canonical solutions, or with `samples_path`,
-    the programs of a samples.jsonl made by any tool) on the benchmarks."""
-    from codeblock.core.tracking import stage_run
-    from codeblock.evaluate.generate import decoding_settings
+    the programs of a samples.jsonl made by any tool) on the benchmarks.
+
+    Under `torchrun` / `accelerate launch` every rank generates its share of the prompts
+    (`codeblock.evaluate.generations`); rank 0 alone then executes, scores, writes the results and
+    logs to MLflow, and the other ranks return `{"rank": r, "results": None}` without writing."""
+    from codeblock.core.ranks import Ranks
 
     samples = None
     if samples_path:
@@ -256,34 +297,51 @@ def run_evaluate(cfg, model_path: str | None = None, method: str = "base", *, se
         R.get(n)  # unknown names fail before any work
     limit = cfg.eval.limit if limit is None else limit
     executor = executor_from_cfg(cfg)
+    generating = not self_check and samples is None
     model_id = ""
-    if not self_check and samples is None:
+    if generating:
         from codeblock.core.models import model_identity
 
         model_id = model_identity(cfg.model, model_path)
-    state: dict[str, Any] = {}
+    ranks = Ranks.from_env(use_cuda=False, timeout_s=RANK_WAIT_S)  # gloo: barriers and small objects only
+    try:
+        jobs, gen_counts = {}, {}
+        if generating:
+            jobs, gen_counts = _generate(cfg, names, limit, model_id, model_path, ranks, progress)
+        if not ranks.main:
+            return {"outputs": [], "metrics": {}, "rank": ranks.rank, "results": None, "generation": gen_counts}
+        res = _score_and_write(cfg, names, executor, method=method, model_path=model_path, model_id=model_id,
+                               self_check=self_check, limit=limit, progress=progress, samples=samples,
+                               samples_path=samples_path, jobs=jobs, gen_counts=gen_counts, world=ranks.world)
+    finally:
+        ranks.close()
+    if print_summary:
+        print_table(res["results"])
+    return res
 
-    def backend_factory():
-        if "backend" not in state:
-            from codeblock.evaluate.generate import make_backend
 
-            state["backend"] = make_backend(cfg, model_path)
-        return state["backend"]
+def _score_and_write(cfg, names, executor, *, method, model_path, model_id, self_check, limit, progress, samples,
+                     samples_path, jobs, gen_counts, world) -> dict[str, Any]:
+    """Rank 0 (or the only process): execute and score every benchmark, write results, log MLflow."""
+    from codeblock.core.tracking import stage_run
+    from codeblock.evaluate.generate import decoding_settings
 
     out_dir = Path(cfg.paths.reports_dir) / "eval" / (f"{method}-self-check" if self_check else method)
     model_label = samples_path if samples is not None else model_path or cfg.model.name_or_path
     harness = {**executor.describe(), "official": harness_versions()}
     params = {"method": method, "model_path": model_label, "self_check": self_check, "limit": limit,
-              "benchmarks": ",".join(names), "isolation": executor.mode,
+              "benchmarks": ",".join(names), "isolation": executor.mode, "ranks": world,
               **{f"eval.{k}": v for k, v in decoding_settings(cfg).items()}}
     blocks: dict[str, Any] = {}
     with stage_run(cfg, f"evaluate-{method}", params=params) as parent:
         parent.set_tags({"sandbox": "unsandboxed" if executor.mode == "none" else executor.mode})
+        if gen_counts:
+            parent.log_metrics({k: v for k, v in gen_counts.items() if k != "ranks"})
         for name in names:
             with stage_run(cfg, f"eval/{name}", params={"benchmark": name, "method": method}) as tr:
                 blk = evaluate_benchmark(cfg, name, executor, limit=limit, self_check=self_check,
-                                         model_id=model_id, backend_factory=backend_factory, progress=progress,
-                                         samples=samples, samples_path=samples_path or "")
+                                         progress=progress, samples=samples, samples_path=samples_path or "",
+                                         generated=jobs.get(name))
                 blocks[name] = blk
                 _log_block(tr, name, blk)
         extra = _write_eval_results(out_dir, blocks)
@@ -294,7 +352,5 @@ def run_evaluate(cfg, model_path: str | None = None, method: str = "base", *, se
         parent.log_artifact(out_dir / "results.json", "eval")
         for path in extra:
             parent.log_artifact(Path(path), "eval")
-    if print_summary:
-        print_table(result)
     return {"outputs": [str(out_dir / "results.json"), str(out_dir / "metrics.json"), *extra],
-            "metrics": result["metrics"], "results": result}
+            "metrics": result["metrics"], "results": result, "generation": gen_counts}

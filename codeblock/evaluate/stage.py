@@ -29,6 +29,8 @@ def run(cfg, ctx: StageContext) -> StageResult:
     names = [n.strip() for n in o["benchmarks"].split(",") if n.strip()] if o.get("benchmarks") else None
     res = run_evaluate(cfg, model_path, method, self_check=self_check, limit=o.get("limit"),
                        benchmarks=names, progress=ctx.progress, samples_path=samples)
+    if res["results"] is None:  # a rank other than 0: it generated its share; rank 0 writes the results
+        return StageResult.from_dict("evaluate", res, method=method)
     bad = self_check and any(b["status"] == "ok" and b["self_check"]["unexpected_failures"]
                              for b in res["results"]["benchmarks"].values())
     return StageResult.from_dict("evaluate", res, method=method, exit_code=1 if bad else 0)
@@ -37,4 +39,8 @@ def run(cfg, ctx: StageContext) -> StageResult:
 def summary(res: StageResult) -> str:
     from codeblock.evaluate.results import format_table
 
+    if res.payload.get("results") is None:
+        g = res.payload.get("generation") or {}
+        return (f"evaluate rank {res.payload.get('rank')}: generated its share of {g.get('tasks_generated', 0)} "
+                f"task(s) in {g.get('generate_seconds', 0.0):.1f}s; rank 0 writes the results")
     return format_table(res.payload["results"]) + "\nwrote " + ", ".join(res.outputs)

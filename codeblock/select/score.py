@@ -29,7 +29,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
@@ -37,6 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from codeblock.core.io import BadRowError, sha256_file, write_json, write_parquet
+from codeblock.core.ranks import Ranks, rank_device
 from codeblock.select.gce import gce_from_logp, make_batches, response_logprobs, warm_up_reference
 from codeblock.select.score_cache import (
     SHARD_GLOB,
@@ -55,53 +55,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["gce_from_logp", "load_scores", "make_batches", "run_score", "SHARD_GLOB"]
 COUNTS = ("samples_scored", "samples_reused", "tokens_scored", "response_tokens_scored")
-
-
-@dataclasses.dataclass
-class Ranks:
-    """This process's place among the scoring processes (torchrun / accelerate launch env)."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    _own_group: bool = False
-
-    @classmethod
-    def from_env(cls, use_cuda: bool) -> Ranks:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        r = cls(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
-        if world > 1:
-            import torch.distributed as dist
-
-            if not dist.is_initialized():
-                if use_cuda:
-                    import torch
-
-                    torch.cuda.set_device(r.local_rank)
-                dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-                r._own_group = True
-        return r
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-    def gather(self, obj) -> list:
-        if self.world == 1:
-            return [obj]
-        import torch.distributed as dist
-
-        out: list = [None] * self.world
-        dist.all_gather_object(out, obj)
-        return out
-
-    def close(self) -> None:
-        if self._own_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
 
 
 def _read_filtered(path: str) -> list[dict]:
@@ -160,13 +113,6 @@ def _load_models(cfg, rows: list[dict], progress: bool):
     return tok, (model, ref)
 
 
-def _rank_device(cfg, use_cuda: bool, ranks: Ranks):
-    """One GPU per rank: model.device auto/cuda becomes cuda:LOCAL_RANK."""
-    if ranks.world > 1 and use_cuda and cfg.model.device in ("auto", "cuda"):
-        return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, device=f"cuda:{ranks.local_rank}"))
-    return cfg
-
-
 def run_score(cfg, progress: bool = True) -> dict:
     """Score every row of `paths.filtered` (module docstring); returns outputs and metrics."""
     from codeblock.core.models import resolve_device
@@ -180,7 +126,7 @@ def run_score(cfg, progress: bool = True) -> dict:
     use_cuda = resolve_device(cfg.model).type == "cuda"
     ranks = Ranks.from_env(use_cuda)
     try:
-        cfg = _rank_device(cfg, use_cuda, ranks)
+        cfg = rank_device(cfg, use_cuda, ranks)
         ident = scoring_identity(cfg)
         key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
         params = {f"score.{k}": v for k, v in cfg.to_dict()["score"].items()}
