@@ -241,3 +241,26 @@ def test_limits_and_prompt_are_bigcodebench_defaults():
     assert p.prompt == make_raw_chat_prompt(row["instruct_prompt"], "full", "instruct", R.BCB_INSTRUCTION,
                                             R.BCB_RESPONSE, None)
     assert B.calibrate(p, "S") == "import os\ndef task_func(x):\n\n    pass\nS"
+
+
+def test_sandbox_runs_another_interpreter():
+    """eval.bigcodebench_python: the fork servers run that interpreter (the eval venv's 3.10),
+    whose runtime the sandbox uid can read; the sandbox modules run on it."""
+    import shutil
+
+    py = os.environ.get("CODEBLOCK_BCB_PYTHON") or shutil.which("python3.10")
+    if not py:
+        pytest.skip("no python3.10 here (CODEBLOCK_BCB_PYTHON unset)")
+    # the interpreter itself, not a launcher script (a pyenv shim needs its own environment)
+    r = subprocess.run([py, "-c", "import sys; print(sys.executable)"], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"{py} does not run here: {r.stderr.strip()[:200]}")
+    py = r.stdout.strip()
+    from codeblock.evaluate.executor import Task
+
+    ex = Executor(Limits(timeout_s=20.0), workers=1, python=py)
+    prog = "import sys\nassert sys.version_info[:2] == (3, 10), sys.version\ndef f():\n    return 1\n"
+    good, bad = ex.run([Task("ok", prog, "def check(c):\n    assert c() == 1\n", "humaneval_check", "f"),
+                        Task("no", prog, "def check(c):\n    assert c() == 2\n", "humaneval_check", "f")],
+                       progress=False)
+    assert (good.status, bad.status, bad.error) == ("passed", "failed", "assertion"), (good, bad)
