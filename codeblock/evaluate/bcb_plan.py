@@ -61,6 +61,13 @@ def calibrate(problem, solution: str) -> str:
 def executor_for(cfg, base: Executor) -> Executor:
     """Fork servers for BigCodeBench programs: eval.bigcodebench_python (empty: the project's own)."""
     python = cfg.eval.bigcodebench_python or None
+    if python and "/" in python:  # the fork servers start in /: a relative venv path is made absolute
+        from pathlib import Path
+
+        if not Path(python).exists():
+            raise FileNotFoundError(f"eval.bigcodebench_python={python} does not exist; build the evaluation "
+                                    "venv with `python -m codeblock.evaluate.bcb_env --dest .venv-bcb`")
+        python = str(Path(python).absolute())  # not resolved: a venv's python is a symlink
     return Executor(base.limits, workers=base.workers, isolation=cfg.eval.isolation, sandbox_uid=cfg.eval.sandbox_uid,
                     python=python, preload=[*cfg.eval.preload, *PRELOAD])
 
