@@ -259,8 +259,7 @@ _INSTRUCT_MBPP = (
     "Please provide a self-contained Python script that solves the following problem in a "
     "markdown code block:\n```python\n\"\"\"\n{text}\n{test}\n\"\"\"\n```"
 )
-# bigcodebench 0.2.5's codegen defaults (its instruction prefix; the instruct split's user turn is
-# the prefix, a newline and the stripped instruct prompt, without a fence)
+# bigcodebench 0.2.5's codegen defaults; its instruct user turn: prefix, newline, stripped prompt
 BCB_INSTRUCTION = ("Please provide a self-contained Python script that solves the following problem in a "
                    "markdown code block:")
 BCB_RESPONSE = ("Below is a Python script with a self-contained function that solves the problem and passes "
@@ -356,8 +355,7 @@ def _normalise_unittest(spec: Benchmark, row: dict, i: int, source: str) -> Prob
 
 
 def _normalise_bigcodebench(spec: Benchmark, row: dict, i: int, source: str) -> Problem:
-    """bigcodebench's ground truth is `complete_prompt + "\n" + canonical_solution`; a completion
-    continues `complete_prompt`; scoring prepends `code_prompt` (evaluate's calibration)."""
+    """Ground truth `complete_prompt + "\n" + canonical_solution`, as bigcodebench's (see bcb_plan)."""
     complete = _need(row, "complete_prompt", source, i)
     instruct = _need(row, "instruct_prompt", source, i)
     libs = _need(row, "libs", source, i)
