@@ -68,4 +68,4 @@ lint:
 
 # Regenerate the lock after changing dependencies (in a fresh .venv).
 lock:
-	$(BIN)/python -m pip freeze --exclude-editable | grep -viE "^(torch|codeblock|evalplus|wget|tempdir|multipledispatch)==" > requirements.lock
+	$(BIN)/python -m pip freeze --exclude-editable | grep -viE "^(torch|codeblock|evalplus|wget|tempdir|multipledispatch|bigcodebench|pqdm|bounded-pool-executor)==" > requirements.lock

@@ -55,3 +55,26 @@ def test_sanitizer_is_evalplus_semantics():
     # non-evalplus benchmarks also get the code prompt's imports
     header = "from typing import List\n\n\ndef inc(x: List[int]):\n"
     assert to_program(first_wins, "inc", "instruct", header).startswith("from typing import List\n")
+
+
+def test_bigcodebench_prompt_prefill_and_stops(tokenizer):
+    """BigCodeBench instruct: bigcodebench 0.2.5's own chat prompt (its instruction prefix, the
+    stripped instruct_prompt, the answer prefilled up to an open python fence) and its stops."""
+    pytest.importorskip("bigcodebench")
+    from bigcodebench.provider.utility import make_raw_chat_prompt
+
+    from codeblock.evaluate.registry import BCB_INSTRUCTION, BCB_RESPONSE
+
+    instruct = "  Count the words of a text.\nThe function should output with:\n    int: the count.\n"
+    p = Problem("bigcodebench_full", "BigCodeBench/0", "shown", "task_func", "", "bigcodebench", "",
+                extras={"instruct_prompt": instruct})
+    ids, rule = G.prompt_ids(tokenizer, p, "instruct")
+    assert rule == "bigcodebench"
+    want = make_raw_chat_prompt(instruct, "full", "instruct", BCB_INSTRUCTION, BCB_RESPONSE, tokenizer)
+    assert ids == tokenizer.encode(want)
+    text = tokenizer.decode(ids)
+    assert BCB_INSTRUCTION + "\n" + instruct.strip() in text and text.endswith(BCB_RESPONSE + "\n```python\n")
+    out = "def task_func(t):\n\treturn len(t.split())\n```\nExplanation..."
+    assert G.is_done(out, "bigcodebench") and not G.is_done("def task_func(t):\n", "bigcodebench")
+    assert G.finalize(out, "bigcodebench") == "def task_func(t):\n    return len(t.split())"
+    assert G.finalize("x = 1\nif __name__ == '__main__':\n    main()", "bigcodebench") == "x = 1"

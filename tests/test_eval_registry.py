@@ -91,7 +91,14 @@ def test_bigcodebench_local_file(cfg, tmp_path):
     path.write_text(json.dumps(row) + "\n")
     cfg.eval.bigcodebench_hard_path = str(path)
     (p,) = R.load_benchmark(cfg, "bigcodebench_hard").problems
-    assert p.libs == ["os"] and p.reference.endswith("return x\n") and p.prompt == "Write task_func."
+    assert p.libs == ["os"] and p.test_format == "bigcodebench"
+    # bigcodebench's ground truth and its instruct prompt (prefix, newline, stripped task prompt)
+    assert p.reference == row["complete_prompt"] + "\n" + row["canonical_solution"]
+    assert p.prompt == R.BCB_INSTRUCTION + "\nWrite task_func.\n" and p.extras["code_prompt"] == row["code_prompt"]
+    with open(path, "w") as fh:
+        fh.write(json.dumps(dict(row, libs="['os'")) + "\n")
+    with pytest.raises(BadRowError, match="row 0: field 'libs'"):
+        R.load_benchmark(cfg, "bigcodebench_hard")
 
 
 def test_iter_problem_texts_skips_unavailable(cfg, caplog):

@@ -253,6 +253,11 @@ class EvalConfig:
     mbpp_plus_path: str = f("", "Official MbppPlus jsonl(.gz) (evalplus schema).")
     bigcodebench_path: str = f("", "BigCodeBench full jsonl/parquet, or empty for the hub.")
     bigcodebench_hard_path: str = f("", "BigCodeBench-Hard jsonl/parquet, or empty for the hub.")
+    bigcodebench_python: str = f(
+        "", "Interpreter whose fork servers run BigCodeBench programs: the evaluation venv built by "
+        "`python -m codeblock.evaluate.bcb_env` (e.g. .venv-bcb/bin/python). Empty: the project's own "
+        "interpreter (tasks whose libraries it lacks fail with missing_library)."
+    )
 
 
 @dataclass

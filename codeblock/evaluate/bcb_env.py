@@ -1,14 +1,15 @@
-"""One command for BigCodeBench's evaluation environment (design step; not wired into scoring yet).
+"""One command for BigCodeBench's evaluation environment.
 
     python -m codeblock.evaluate.bcb_env --python python3.10 --dest .venv-bcb [--dry-run]
 
 creates a separate virtualenv for the ~70 third-party libraries BigCodeBench's tasks import, with
 the exact pins of bigcodebench's `Requirements/requirements-eval.txt` (bigcode-project/bigcodebench
 at commit 158327f, the list its official evaluation image installs) plus `bigcodebench==0.2.5`
-without dependencies (its `untrusted_check` is the conformance oracle). The pins (numpy 1.21,
-scipy 1.7, tensorflow 2.11) need Python 3.10; the project's own venv stays untouched. The
-interpreter path it prints is what the sandbox's fork servers will run for BigCodeBench programs
-(`Executor(python=...)`), see docs/evaluation.md "BigCodeBench: design".
+without dependencies (its checker runs in the sandbox; `bigcodebench.eval` needs only numpy). The
+pins (numpy 1.21, scipy 1.7, tensorflow 2.11) need Python 3.10; scikit-image 0.18.0 has no 3.10
+wheel and is compiled (a C compiler is needed; it takes long). The project's own venv stays
+untouched. Set `eval.bigcodebench_python` to the interpreter it prints: the sandbox's fork servers
+then run BigCodeBench programs with it (docs/evaluation.md, "The evaluation environment").
 """
 
 from __future__ import annotations

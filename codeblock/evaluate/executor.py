@@ -131,6 +131,7 @@ class Task:
     max_report: int = 65536  # bytes of verdict the sandbox may send back (ground-truth outputs: more)
     memory_mb: int | None = None  # overrides Limits.memory_mb
     env: dict[str, str] = field(default_factory=dict)  # added to the program's environment
+    cpu_s: float | None = None  # CPU-time limit when it differs from the wall-clock one
 
 
 @dataclass
@@ -155,6 +156,24 @@ def _site_dirs() -> list[str]:
     import site
 
     return [p for p in site.getsitepackages() if os.path.isdir(p)]
+
+
+_RUNTIME_CACHE: dict[str, list[str]] = {}
+
+
+def _runtime_of(python: str) -> list[str]:
+    """prefix, base prefix and site-packages of the interpreter the fork servers run (another
+    venv's, e.g. BigCodeBench's evaluation environment, is asked once)."""
+    if python == sys.executable:
+        return [sys.prefix, sys.base_prefix, *_site_dirs()]
+    if python not in _RUNTIME_CACHE:
+        code = ("import json, os, site, sys; print(json.dumps([sys.prefix, sys.base_prefix] + "
+                "[p for p in site.getsitepackages() if os.path.isdir(p)]))")
+        r = subprocess.run([python, "-I", "-c", code], capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise RuntimeError(f"sandbox interpreter {python} does not run: {r.stderr.strip()[-500:]}")
+        _RUNTIME_CACHE[python] = json.loads(r.stdout)
+    return _RUNTIME_CACHE[python]
 
 
 def _world_readable_runtime() -> bool:
@@ -196,7 +215,7 @@ class _Server:
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      env=dict(_SAFE_ENV), start_new_session=True, cwd="/", text=True, bufsize=1)
         setup = {"new_ns": ex.mode != "none", "uid_switch": ex.uid_switch, "preload": list(ex.preload),
-                 "runtime_paths": sorted({sys.base_prefix, sys.prefix, str(RUNNER.parent), *_site_dirs()})}
+                 "runtime_paths": sorted({str(RUNNER.parent), *_runtime_of(ex.python)})}
         self.proc.stdin.write(json.dumps(setup) + "\n")
         self.proc.stdin.flush()
         if self._readline(60.0) != "ready":
@@ -298,7 +317,7 @@ class Executor:
             "nonce": nonce, "format": task.test_format, "entry_point": task.entry_point,
             "program": task.program, "test": task.test, "setup": task.setup, "libs": list(task.libs),
             "max_report": task.max_report, **task.payload,
-            "cpu_s": timeout, "wall_s": timeout, "memory_mb": memory_mb,
+            "cpu_s": float(task.cpu_s or timeout), "wall_s": timeout, "memory_mb": memory_mb,
             "fsize_mb": self.limits.fsize_mb, "nproc": self.limits.nproc,
             "env": {**_SAFE_ENV, **task.env},
             "new_ns": self.mode != "none", "uid": self.sandbox_uid + slot if self.uid_switch else None,

@@ -25,7 +25,7 @@ from codeblock.evaluate.registry import LoadedBenchmark, Problem
 from codeblock.evaluate.sanitize import COMPLETION_STOPS, closed_fence_end, cut_at_stops, fence_closed
 
 log = logging.getLogger(__name__)
-GEN_VERSION = "gen-2"  # gen-2: evalplus's instruct prompt, prefill and stops for HumanEval+/MBPP+
+GEN_VERSION = "gen-3"  # gen-2: evalplus's prompt, prefill, stops; gen-3: bigcodebench's for BigCodeBench
 
 # evalplus 0.3.1's codegen for chat models (run_codegen's defaults): the user turn is the instruction
 # and the task prompt in a fence; the assistant turn is prefilled with the response sentence and an
@@ -58,19 +58,44 @@ def cache_path(cfg, loaded: LoadedBenchmark, model_id: str) -> Path:
     return Path(cfg.paths.reports_dir) / "generations" / loaded.spec.name / f"{h}.jsonl"
 
 
+# bigcodebench 0.2.5's codegen for chat models is the same scheme with its own helper and EOS list
+# (its instruct split: instruction prefix, newline, stripped `instruct_prompt`; prefilled answer)
+BCB_STYLE = ("bigcodebench_full", "bigcodebench_hard")
+
+
 def evalplus_stops() -> list[str]:
     from evalplus.provider.utility import EOS
 
     return [*EOS, "\n```\n"]
 
 
+def bigcodebench_stops() -> list[str]:
+    from bigcodebench.provider.utility import EOS
+
+    return [*EOS, "\n```\n"]  # its HF provider adds the closing fence when the prefill opens one
+
+
+PREFILL_STOPS = {"evalplus": evalplus_stops, "bigcodebench": bigcodebench_stops}
+
+
 def prompt_ids(tokenizer, problem: Problem, fmt: str) -> tuple[list[int], str]:
     """(token ids given to the model, stop rule): HumanEval+/MBPP+ instruct -> evalplus's own
-    `make_raw_chat_prompt` (chat template, prefilled answer); other instruct -> the chat template
-    via `codeblock.core.tokenize.encode_prompt`; completion -> the raw code prompt."""
+    `make_raw_chat_prompt` (chat template, prefilled answer); BigCodeBench instruct (official
+    schema) -> bigcodebench's own `make_raw_chat_prompt`; other instruct -> the chat template via
+    `codeblock.core.tokenize.encode_prompt`; completion -> the raw code prompt."""
     from codeblock.core.tokenize import encode_prompt
 
-    if fmt == "instruct" and problem.benchmark in EVALPLUS_STYLE and getattr(tokenizer, "chat_template", None):
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if fmt == "instruct" and problem.benchmark in BCB_STYLE and has_template and "instruct_prompt" in problem.extras:
+        from bigcodebench.provider.utility import make_raw_chat_prompt as bcb_chat_prompt
+
+        from codeblock.evaluate.registry import BCB_INSTRUCTION, BCB_RESPONSE
+
+        text = bcb_chat_prompt(problem.extras["instruct_prompt"], "full", "instruct", BCB_INSTRUCTION, BCB_RESPONSE,
+                               tokenizer)
+        return tokenizer.encode(text), "bigcodebench"  # its HF provider encodes with the defaults too
+
+    if fmt == "instruct" and problem.benchmark in EVALPLUS_STYLE and has_template:
         from evalplus.provider.utility import make_raw_chat_prompt
 
         task = problem.extras.get("prompt") or problem.completion_prompt
@@ -83,16 +108,16 @@ def prompt_ids(tokenizer, problem: Problem, fmt: str) -> tuple[list[int], str]:
 
 
 def is_done(text: str, rule: str) -> bool:
-    if rule == "evalplus":
-        return any(s in text for s in evalplus_stops())
+    if rule in PREFILL_STOPS:
+        return any(s in text for s in PREFILL_STOPS[rule]())
     if rule == "completion":
         return cut_at_stops(text, COMPLETION_STOPS) != text
     return fence_closed(text)
 
 
 def finalize(text: str, rule: str) -> str:
-    if rule == "evalplus":  # as evalplus's HF provider: cut at the first stop (at most 10000 chars), tabs -> 4 spaces
-        cut = min([10000] + [text.index(s) for s in evalplus_stops() if s in text])
+    if rule in PREFILL_STOPS:  # as both HF providers: cut at the first stop (at most 10000 chars), tabs -> 4 spaces
+        cut = min([10000] + [text.index(s) for s in PREFILL_STOPS[rule]() if s in text])
         return text[:cut].replace("\t", "    ")
     if rule == "completion":
         return cut_at_stops(text, COMPLETION_STOPS)
@@ -193,7 +218,7 @@ class VLLMBackend:  # pragma: no cover - needs vLLM and a GPU (tests/test_eval_v
     def generate(self, prompts, rule, n, temperature, top_p, max_new_tokens):
         from vllm import SamplingParams
 
-        stops = COMPLETION_STOPS if rule == "completion" else evalplus_stops() if rule == "evalplus" else None
+        stops = COMPLETION_STOPS if rule == "completion" else PREFILL_STOPS[rule]() if rule in PREFILL_STOPS else None
         sp = SamplingParams(n=n if temperature > 0 else 1, temperature=temperature, top_p=top_p if temperature > 0
                             else 1.0, max_tokens=max_new_tokens, stop=stops)
         outs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompts], sp)

@@ -46,13 +46,15 @@ def _programs(cfg, loaded: R.LoadedBenchmark, problems: list[R.Problem], samples
 
     fmt = prompt_format(cfg, loaded)
     style = loaded.spec.name in EVALPLUS_STYLE
+    bcb = loaded.spec.test_format == "bigcodebench"
     out = []
     for p in problems:
         if self_check:
             out.append((p, 0, p.reference))
             continue
         for j, raw in enumerate(samples[p.task_id]):
-            out.append((p, j, to_program(raw, p.entry_point, fmt, p.completion_prompt, evalplus_style=style)))
+            out.append((p, j, to_program(raw, p.entry_point, fmt, p.completion_prompt, evalplus_style=style,
+                                         bigcodebench_style=bcb)))
     return out
 
 
@@ -104,6 +106,36 @@ def _rows_evalplus(cfg, loaded: R.LoadedBenchmark, executor: Executor, problems,
     return rows, errors, recs
 
 
+def _rows_bigcodebench(cfg, executor: Executor, problems, progs, progress: bool, name: str, self_check: bool):
+    """bigcodebench 0.2.5's verdicts (`bcb_plan`), from the interpreter of eval.bigcodebench_python.
+    Self-check: the ground truth as `--check-gt-only` runs it, one row per task."""
+    from codeblock.evaluate import bcb_plan as B
+
+    ex = B.executor_for(cfg, executor)
+    if self_check:
+        gts = B.ground_truth(ex, problems, progress)
+        rows = [{"task_id": g["task_id"], "status": "passed" if g["time"] is not None else "failed",
+                 "error": g["error"], "detail": g["detail"], "n": 1, "c": int(g["time"] is not None),
+                 "gt_time_s": g["time"]} for g in gts]
+        return rows, Counter(g["error"] or "passed" for g in gts), None, ex
+    recs = B.score(ex, problems, [(p, j, B.calibrate(p, prog)) for p, j, prog in progs], progress=progress,
+                   desc=f"execute {name}")
+    by_task: dict[str, list[dict]] = {}
+    for r in recs:
+        by_task.setdefault(r["task_id"], []).append(r)
+    rows = []
+    for p in problems:
+        rs = by_task[p.task_id]
+        bad = next((r for r in rs if r["status"] != "pass"), None)
+        row = {"task_id": p.task_id, "status": "passed" if rs[0]["status"] == "pass" else "failed",
+               "bigcodebench_status": rs[0]["status"], "error": rs[0]["error"],
+               "detail": (bad["detail"] if bad else "")[:500], "n": len(rs), "c": sum(r["status"] == "pass" for r in rs)}
+        if len(rs) > 1:
+            row["samples"] = [{"status": r["status"], "error": r["error"]} for r in rs]
+        rows.append(row)
+    return rows, Counter(r["error"] or "passed" for r in recs), recs, ex
+
+
 def _too_slow_here(rows: list[dict]) -> dict[str, str]:
     """Canonical solutions that time out because their ground-truth run alone already took longer
     than evalplus's per-program cap on this machine (evalplus would time them out here too)."""
@@ -151,8 +183,11 @@ def evaluate_benchmark(cfg, name: str, executor: Executor, *, limit: int = 0, se
         progs = _programs(cfg, loaded, problems, gen, self_check)
     timeout = float(cfg.eval.timeout_s or spec.timeout_s)
     official = all(p.test_format == "evalplus" for p in problems)
+    bcb = all(p.test_format == "bigcodebench" for p in problems)
     if official:
         rows, errors, recs = _rows_evalplus(cfg, loaded, executor, problems, progs, progress)
+    elif bcb:
+        rows, errors, recs, bcb_ex = _rows_bigcodebench(cfg, executor, problems, progs, progress, name, self_check)
     else:
         rows, errors, recs = _rows_plain(executor, problems, progs, timeout, progress, name)
     known = KNOWN_REFERENCE_DEFECTS.get(name, {}) if self_check else {}
@@ -165,6 +200,7 @@ def evaluate_benchmark(cfg, name: str, executor: Executor, *, limit: int = 0, se
         **base, "status": "ok", "source": loaded.source, "dataset_sha256": loaded.sha256,
         "n_problems_total": len(loaded.problems), "n_problems": len(problems), "limit": limit,
         "timeout_s": "per input, from the ground truth (evalplus)" if official else timeout,
+        **(_bcb_info(bcb_ex, rows, recs, self_check) if bcb else {}),
         "prompt_format": cfg.eval.prompt_format or spec.prompt_format,
         "pass_at_1": scores.get("pass@1"), "pass_at_k": scores, "n_passed": sum(r["c"] for r in rows),
         "n_samples": len(progs), "error_classes": dict(sorted(errors.items())),
@@ -195,6 +231,20 @@ def evaluate_benchmark(cfg, name: str, executor: Executor, *, limit: int = 0, se
 
 def benchmark_problems(loaded: R.LoadedBenchmark, limit: int) -> list[R.Problem]:
     return loaded.problems[:limit] if limit else loaded.problems
+
+
+def _bcb_info(ex: Executor, rows: list[dict], recs, self_check: bool) -> dict[str, Any]:
+    """What a BigCodeBench block records besides the common fields."""
+    from codeblock.evaluate import bcb_plan as B
+
+    info: dict[str, Any] = {"harness": B.harness_version(), "interpreter": ex.python,
+                            "timeout_s": B.check_timeout() + 1.0, "memory_mb": B.MAX_AS_MB}
+    if self_check:
+        info["ground_truth_pass_rate"] = sum(r["c"] for r in rows) / max(1, len(rows))
+        info["ground_truth_failed"] = {r["task_id"]: f"{r['error']}: {r['detail']}"[:300] for r in rows if not r["c"]}
+    if recs:
+        info["_eval_results"] = B.eval_results(recs)
+    return info
 
 
 def default_model_path(cfg, method: str) -> str | None:

@@ -16,7 +16,9 @@ Test formats:
 - `mbpp_asserts`: setup code, then the `assert` lines of the problem.
 - `evalplus`: the official HumanEval+/MBPP+ files, scored by evalplus 0.3.1's own checker run in
   the sandbox (base and plus inputs separately; see `codeblock.evaluate.evalplus_plan`).
-- `unittest`: a `unittest.TestCase` class (BigCodeBench, DataFrameBench); all its tests must pass.
+- `bigcodebench`: BigCodeBench's schema (official file or hub split), scored by bigcodebench
+  0.2.5's own checker run in the sandbox (see `codeblock.evaluate.bcb_plan`).
+- `unittest`: a `unittest.TestCase` class (DataFrameBench); all its tests must pass.
 """
 
 from __future__ import annotations
@@ -32,10 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from codeblock.core.io import BadRowError
+
 log = logging.getLogger(__name__)
 
 PromptFormat = Literal["completion", "instruct"]
-TestFormat = Literal["humaneval_check", "mbpp_asserts", "evalplus", "unittest"]
+TestFormat = Literal["humaneval_check", "mbpp_asserts", "evalplus", "bigcodebench", "unittest"]
 
 
 class BenchmarkUnavailable(RuntimeError):
@@ -89,18 +93,18 @@ REGISTRY: dict[str, Benchmark] = {
             "MbppPlus-v0.2.0.jsonl.gz, or allow the hub (evalplus/mbppplus)",
         ),
         Benchmark(
-            "bigcodebench_hard", "BigCodeBench-Hard", "instruct", "unittest", 60.0,
+            "bigcodebench_hard", "BigCodeBench-Hard", "instruct", "bigcodebench", 240.0,
             path_key="bigcodebench_hard_path",
             hub_id="bigcode/bigcodebench-hard", hub_split="v0.1.4",
-            supply="set eval.bigcodebench_hard_path to a BigCodeBench-Hard jsonl/parquet, or allow "
-            "the hub (bigcode/bigcodebench-hard)",
+            supply="set eval.bigcodebench_hard_path to the official BigCodeBench-Hard-v0.1.4 jsonl(.gz) "
+            "or a parquet of it, or allow the hub (bigcode/bigcodebench-hard)",
         ),
         Benchmark(
-            "bigcodebench_full", "BigCodeBench-Full", "instruct", "unittest", 60.0,
+            "bigcodebench_full", "BigCodeBench-Full", "instruct", "bigcodebench", 240.0,
             path_key="bigcodebench_path",
             hub_id="bigcode/bigcodebench", hub_split="v0.1.4",
-            supply="set eval.bigcodebench_path to a BigCodeBench jsonl/parquet, or allow the hub "
-            "(bigcode/bigcodebench)",
+            supply="set eval.bigcodebench_path to the official BigCodeBench-v0.1.4 jsonl(.gz) or a parquet "
+            "of it, or allow the hub (bigcode/bigcodebench)",
         ),
         Benchmark(
             "dataframebench", "DataFrameBench-test", "instruct", "unittest", 60.0,
@@ -255,13 +259,16 @@ _INSTRUCT_MBPP = (
     "Please provide a self-contained Python script that solves the following problem in a "
     "markdown code block:\n```python\n\"\"\"\n{text}\n{test}\n\"\"\"\n```"
 )
+# bigcodebench 0.2.5's codegen defaults; its instruct user turn: prefix, newline, stripped prompt
+BCB_INSTRUCTION = ("Please provide a self-contained Python script that solves the following problem in a "
+                   "markdown code block:")
+BCB_RESPONSE = ("Below is a Python script with a self-contained function that solves the problem and passes "
+                "corresponding tests:")
 _DFB_IMPORT = "import pandas as pd"
 _DFB_INSTRUCTION = "Use pandas as the data processing library in your solution."
 
 
 def _need(row: dict, key: str, source: str, i: int) -> Any:
-    from codeblock.core.io import BadRowError
-
     if key not in row or row[key] is None:
         raise BadRowError(source, i, key, "missing")
     return row[key]
@@ -296,6 +303,8 @@ def _normalise(spec: Benchmark, row: dict, i: int, source: str) -> Problem:
         )
     if spec.test_format == "evalplus":
         return _normalise_evalplus(spec, row, i, source)
+    if spec.test_format == "bigcodebench":
+        return _normalise_bigcodebench(spec, row, i, source)
     return _normalise_unittest(spec, row, i, source)
 
 
@@ -314,8 +323,6 @@ def _normalise_evalplus(spec: Benchmark, row: dict, i: int, source: str) -> Prob
     if "base_input" in row:  # the official evalplus release file: scored by evalplus's own checker
         for key in ("base_input", "plus_input"):
             if not isinstance(row.get(key), (list, dict)):  # Mbpp/793 has {}
-                from codeblock.core.io import BadRowError
-
                 raise BadRowError(source, i, key, "expected a list of argument lists")
         extras = {"dataset": "mbpp" if is_mbpp else "humaneval", "base_input": row["base_input"],
                   "plus_input": row["plus_input"], "atol": row.get("atol") or 0, "prompt": prompt}
@@ -338,31 +345,33 @@ def _normalise_unittest(spec: Benchmark, row: dict, i: int, source: str) -> Prob
         prompt = prompt.replace("{library_instruction}", _DFB_INSTRUCTION).replace("{library_import}", _DFB_IMPORT)
         gt = _need(row, "ground_truth", source, i)
         if not isinstance(gt, dict) or "pandas" not in gt:
-            from codeblock.core.io import BadRowError
-
             raise BadRowError(source, i, "ground_truth", "expected a mapping with a 'pandas' solution")
         return Problem(
             spec.name, task_id, prompt, row.get("entry_point") or "task_func", _need(row, "test_code", source, i),
             "unittest", reference=gt["pandas"], libs=sorted(set(row.get("libs") or []) | {"pandas"}),
             extras={"seed_id": row.get("seed_id", ""), "category": row.get("category", "")},
         )
-    # BigCodeBench schema
-    code_prompt = row.get("code_prompt") or ""
-    prompt = row.get("instruct_prompt") or row.get("complete_prompt") or ""
-    if not prompt:
-        from codeblock.core.io import BadRowError
+    raise BadRowError(source, i, "ground_truth", "missing (not a DataFrameBench row)")
 
-        raise BadRowError(source, i, "instruct_prompt", "missing")
-    libs = row.get("libs") or []
+
+def _normalise_bigcodebench(spec: Benchmark, row: dict, i: int, source: str) -> Problem:
+    """Ground truth `complete_prompt + "\n" + canonical_solution`, as bigcodebench's (see bcb_plan)."""
+    complete = _need(row, "complete_prompt", source, i)
+    instruct = _need(row, "instruct_prompt", source, i)
+    libs = _need(row, "libs", source, i)
     if isinstance(libs, str):
+        import ast
+
         try:
-            libs = json.loads(libs.replace("'", '"'))
-        except json.JSONDecodeError:
-            libs = re.findall(r"\w+", libs)
+            libs = ast.literal_eval(libs)
+        except (ValueError, SyntaxError):
+            raise BadRowError(source, i, "libs", "not a list literal") from None
     return Problem(
-        spec.name, task_id, prompt, row.get("entry_point") or "task_func", _need(row, "test", source, i),
-        "unittest", reference=code_prompt + _need(row, "canonical_solution", source, i),
-        completion_prompt=row.get("complete_prompt") or "", libs=sorted(libs),
+        spec.name, str(_need(row, "task_id", source, i)), f"{BCB_INSTRUCTION}\n{instruct.strip()}\n",
+        _need(row, "entry_point", source, i), _need(row, "test", source, i), "bigcodebench",
+        reference=complete + "\n" + _need(row, "canonical_solution", source, i), completion_prompt=complete,
+        libs=sorted(str(x) for x in libs),
+        extras={"code_prompt": _need(row, "code_prompt", source, i), "instruct_prompt": instruct},
     )
 
 

@@ -84,6 +84,10 @@ def format_table(result: dict[str, Any]) -> str:
                 notes.append("over evalplus's time cap on this machine: " + ", ".join(sc["too_slow_here"]))
             if sc["unexpected_failures"]:
                 notes.append(f"UNEXPECTED failures: {', '.join(sc['unexpected_failures'][:10])}")
+        if b.get("ground_truth_pass_rate") is not None:  # BigCodeBench self-check, as --check-gt-only
+            failed = list(b.get("ground_truth_failed") or {})
+            notes.append(f"ground-truth pass rate {b['ground_truth_pass_rate']:.3f} ({b['harness']}, "
+                         f"{b['interpreter']})" + (f"; failed: {', '.join(failed[:10])}" if failed else ""))
         if b.get("base_pass_at_1") is not None:
             notes.append(f"base tests {100 * b['base_pass_at_1']:.1f}% ({b['n_passed_base']}), {b['harness']}")
         p1 = b["pass_at_1"]

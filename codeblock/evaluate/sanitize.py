@@ -1,6 +1,7 @@
 """From a model's raw output to a program.
 
-Instruct answers: evalplus's own sanitizer (see `to_program`). Completion answers: cut at the
+Instruct answers: evalplus's own sanitizer (see `to_program`); BigCodeBench answers: bigcodebench's
+own (`bigcodebench_program`). Completion answers: cut at the
 stop sequences, drop trailing lines until the code parses (a generation cut by max_new_tokens),
 and keep only what a test needs: imports, function and class definitions, and top-level
 assignments; top-level calls, prints, `if __name__ == "__main__":` blocks and example usage are
@@ -106,15 +107,29 @@ def cut_at_stops(text: str, stops: list[str]) -> str:
     return text[:cut]
 
 
+def bigcodebench_program(raw: str, entry_point: str, prompt_format: str, completion_prompt: str = "") -> str:
+    """bigcodebench 0.2.5's extraction (`bigcodebench.sanitize.sanitize`, what its codegen writes as
+    `solution`): a chat answer is sanitized as it is; a direct completion is sanitized together
+    with the prompt it continues. Scoring then prepends the task's code prompt (evaluate's
+    calibration, `bcb_plan.calibrate`)."""
+    from bigcodebench.sanitize import sanitize
+
+    if prompt_format == "completion" and completion_prompt:
+        return sanitize(completion_prompt + cut_at_stops(raw, COMPLETION_STOPS), entry_point)
+    return sanitize(raw, entry_point)
+
+
 def to_program(raw: str, entry_point: str, prompt_format: str, completion_prompt: str = "",
-               evalplus_style: bool = False) -> str:
-    """The program to execute for one raw generation.
+               evalplus_style: bool = False, bigcodebench_style: bool = False) -> str:
+    """The program to execute for one raw generation (BigCodeBench: `bigcodebench_program`).
 
     Instruct answers go through evalplus's own sanitizer (`evalplus.sanitize.sanitize`): the first
     definition of a name wins, only what the entry point depends on is kept (top-level example
     code is dropped), and an answer without a fence yields its longest valid code block. For
     HumanEval+/MBPP+ (`evalplus_style`) that is the whole program, exactly as evalplus's codegen
     writes it; other benchmarks also get the import lines of the problem's code prompt."""
+    if bigcodebench_style:
+        return bigcodebench_program(raw, entry_point, prompt_format, completion_prompt)
     if prompt_format == "completion" and completion_prompt:
         body = cut_at_stops(raw, COMPLETION_STOPS)
         code = repair_truncated(completion_prompt + body)

@@ -15,7 +15,8 @@ pid and mount namespaces. Order of operations:
 Test formats: `humaneval_check`, `mbpp_asserts` and `unittest` run the program, restore the
 interpreter state it may have tampered with (builtins, unittest.TestCase, sys hooks and streams),
 then run the tests in a fresh namespace with a fresh copy of the builtins. `evalplus` and
-`evalplus_gt` are delegated to `sbx_evalplus` (evalplus's own checker, run here).
+`evalplus_gt` are delegated to `sbx_evalplus` (evalplus's own checker, run here), `bigcodebench`
+and `bigcodebench_gt` to `sbx_bigcodebench` (bigcodebench's own).
 
 Being pid 1 of its pid namespace also protects the harness: signals sent from inside the namespace
 (`os.kill(os.getppid(), 9)`, `os.kill(1, 9)`, `os.killpg(0, 9)`) are ignored by a namespace init
@@ -183,6 +184,14 @@ def run_job(job, vfd):
         try:
             status, error, detail, data = sbx_evalplus.run(job)
         except BaseException as e:  # the reference solution (or evalplus itself) raised
+            status, error, detail, data = "failed", f"exception:{type(e).__name__}", f"{e!r}"[:2000], None
+        verdict(status, error, detail, data)
+    if job["format"] in ("bigcodebench", "bigcodebench_gt"):
+        import sbx_bigcodebench
+
+        try:
+            status, error, detail, data = sbx_bigcodebench.run(job)
+        except BaseException as e:  # bigcodebench is not importable from this interpreter
             status, error, detail, data = "failed", f"exception:{type(e).__name__}", f"{e!r}"[:2000], None
         verdict(status, error, detail, data)
     state = _State()

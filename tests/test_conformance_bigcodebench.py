@@ -1,0 +1,266 @@
+"""Conformance: our BigCodeBench verdicts equal bigcodebench 0.2.5's `untrusted_check`, sample for sample.
+
+The same samples (every chosen task's canonical solution plus a mutant corpus written here: off by
+one, None, wrong type, a short sleep, a sleep past the limit, names only the tests' module-level
+imports or bigcodebench's injected `os` / `sys` / `environ` provide, an undefined name, `exit()`,
+a 40 GiB allocation, a process that kills itself, and at module level SystemExit, `os._exit`, a
+syntax error and a hang) are scored twice:
+- by bigcodebench itself, in a subprocess: `untrusted_check` with the arguments
+  `bigcodebench.evaluate` passes by default (30 GiB / 30 GiB / 10 MiB, min_time_limit 1), after
+  evaluate's calibration (`code_prompt + "\\n    pass\\n" + solution`), in a process pool;
+- by us: `codeblock.evaluate.bcb_plan.score` on `bcb_plan.calibrate`d programs, in our sandbox.
+Every status must agree. The CI subset uses tasks whose libraries the project's venv has and a
+10 s task limit (bigcodebench's TIMEOUT_LIMIT, 240 s, set to 10 on both sides; no canonical
+verdict of the subset depends on it); `-m slow` runs every task of both files with the real limits,
+from the interpreter named by CODEBLOCK_BCB_PYTHON (the evaluation venv; default: this one).
+
+Needs the official files in the folder named by CODEBLOCK_OFFICIAL_DATA (BigCodeBench-v0.1.4.jsonl.gz,
+BigCodeBench-Hard-v0.1.4.jsonl.gz; CI sets it) and bigcodebench; skipped otherwise. Programs that
+need loopback networking are not in the corpus (see docs/evaluation.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from codeblock.core.config import load_config
+from codeblock.evaluate import registry as R
+from codeblock.evaluate.executor import Executor, Limits
+
+pytest.importorskip("bigcodebench.eval")
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("CODEBLOCK_OFFICIAL_DATA", "official-data-not-set"))
+FILES = {"bigcodebench_full": DATA / "BigCodeBench-v0.1.4.jsonl.gz",
+         "bigcodebench_hard": DATA / "BigCodeBench-Hard-v0.1.4.jsonl.gz"}
+needs_data = pytest.mark.skipif(not all(p.exists() for p in FILES.values()), reason=f"official data not in {DATA}")
+
+# CI subset: stdlib, numpy, pandas + re, pandas + numpy, matplotlib, and a Hard task mocking subprocess
+CI_TASKS = {"bigcodebench_full": ["BigCodeBench/1", "BigCodeBench/3", "BigCodeBench/48", "BigCodeBench/55",
+                                  "BigCodeBench/84"],
+            "bigcodebench_hard": ["BigCodeBench/13"]}
+CI_LIMIT_S = 10.0
+CI_GT_S = 1.0
+
+# body of a wrapper around the canonical function (`_cb_orig`); {t} is the sleep past the limit
+MUTANTS = {
+    "off_by_one": "    r = _cb_orig(*a, **k)\n    return r + 1 if type(r) in (int, float) else r\n",
+    "none": "    _cb_orig(*a, **k)\n    return None\n",
+    "wrong_type": "    return str(_cb_orig(*a, **k))\n",
+    "short_sleep": "    import time\n    time.sleep(0.2)\n    return _cb_orig(*a, **k)\n",
+    "tests_import_only": "    assert unittest.TestCase is not None\n    return _cb_orig(*a, **k)\n",
+    "injected_names": "    assert os.getcwd() and sys.version and environ is os.environ\n    return _cb_orig(*a, **k)\n",
+    "undefined_name": "    return _cb_orig(*a, **k) if _cb_not_defined else None\n",
+    "exit_call": "    exit(0)\n",
+    "memory_hog": "    _b = bytearray(40 << 30)\n    return _cb_orig(*a, **k)\n",
+    "kills_itself": "    import signal\n    os.kill(os.getpid(), signal.SIGKILL)\n",
+}
+TOP_LEVEL = {
+    "top_system_exit": "\nraise SystemExit(0)\n",
+    "top_os_exit": "\nimport os as _cb_os\n_cb_os._exit(0)\n",
+    "top_syntax_error": "\ndef _cb_broken(:\n    pass\n",
+}
+# cost the whole limit: one task of the CI subset only
+SLOW = {"top_hang": ("top", "\nwhile True:\n    pass\n"),
+        "sleep_past_limit": ("wrap", "    import time\n    time.sleep({t})\n    return _cb_orig(*a, **k)\n")}
+
+
+def mutant(program: str, entry: str, body: str) -> str:
+    return f"{program}\n_cb_orig = {entry}\n\ndef {entry}(*a, **k):\n{body}"
+
+
+def corpus(problems, slow_tasks: set[str], limit_s: float) -> list[tuple[object, int, str, str]]:
+    """(problem, index, solution, label): canonical + mutants (the slow ones for `slow_tasks`)."""
+    out = []
+    for p in problems:
+        sols = [("canonical", p.reference)]
+        sols += [(m, mutant(p.reference, p.entry_point, b)) for m, b in MUTANTS.items()]
+        sols += [(m, p.reference + code) for m, code in TOP_LEVEL.items()]
+        if p.task_id in slow_tasks:
+            for m, (kind, code) in SLOW.items():
+                code = code.format(t=limit_s + 4)
+                sols.append((m, p.reference + code if kind == "top" else mutant(p.reference, p.entry_point, code)))
+        out += [(p, j, sol, label) for j, (label, sol) in enumerate(sols)]
+    return out
+
+
+ORACLE_SIDE = r'''
+import gzip, json, sys
+from concurrent.futures import ProcessPoolExecutor
+import bigcodebench.eval as E
+
+def warm():
+    import matplotlib.pyplot  # noqa: F401 - every check imports it (reliability_guard); import once
+
+def check(args):
+    key, code, test, entry, limit, gt = args
+    E.TIMEOUT_LIMIT = limit  # the module global untrusted_check reads (240 s by default)
+    return key, E.untrusted_check(code, test, entry, 30 * 1024, 30 * 1024, 10, 1, gt)[0]
+
+spec = json.load(open(sys.argv[1]))
+problems = {}
+for f in spec["files"]:
+    for line in gzip.open(f, "rt"):
+        row = json.loads(line)
+        problems[row["task_id"]] = row
+jobs = []
+for s in spec["samples"]:
+    p = problems[s["task_id"]]
+    code = p["code_prompt"] + "\n    pass\n" + s["solution"]  # evaluate(calibrated=True)
+    jobs.append((s["key"], code, p["test"], p["entry_point"], spec["limit"], spec["gt"] or 20))
+with ProcessPoolExecutor(max_workers=2, initializer=warm) as pool:
+    print(json.dumps(dict(pool.map(check, jobs))))
+'''
+
+
+def oracle_python() -> str:
+    return os.environ.get("CODEBLOCK_BCB_PYTHON") or sys.executable
+
+
+def oracle_verdicts(samples: list[dict], files: list[str], limit_s: float, gt_s: float | None,
+                    tmp_path: Path) -> dict[str, str]:
+    f = tmp_path / "samples.json"
+    f.write_text(json.dumps({"samples": samples, "files": files, "limit": limit_s, "gt": gt_s}))
+    env = {k: v for k, v in os.environ.items() if k != "BIGCODEBENCH_TIMEOUT_PER_TASK"}
+    env.update(MPLBACKEND="Agg", OMP_NUM_THREADS="1", HOME=str(tmp_path))
+    out, err = tmp_path / "oracle.out", tmp_path / "oracle.err"
+    # its own session: untrusted_check leaves the manager processes of killed children behind
+    # (upstream behaviour); they hold no pipe of ours and die with the session's process group
+    with open(out, "w") as fo, open(err, "w") as fe:
+        proc = subprocess.Popen([oracle_python(), "-c", ORACLE_SIDE, str(f)], stdout=fo, stderr=fe, env=env,
+                                cwd=tmp_path, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=100000)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert rc == 0, err.read_text()[-3000:]
+    return json.loads(out.read_text().strip().splitlines()[-1])
+
+
+def our_verdicts(cfg, problems, items, limit_s: float, gt_s: float | None) -> dict[str, str]:
+    from codeblock.evaluate import bcb_plan as B
+
+    ex = B.executor_for(cfg, Executor(Limits(), workers=2))
+    sols = [(p, j, B.calibrate(p, sol)) for p, j, sol, _ in items]
+    recs = B.score(ex, problems, sols, progress=False, task_limit=limit_s,
+                   gt_times={p.task_id: gt_s for p in problems})
+    return {f"{r['task_id']}#{r['sample']}": r["status"] for r in recs}
+
+
+def check_conformance(tasks: dict[str, list[str] | None], tmp_path: Path, limit_s: float, gt_s: float | None,
+                      slow_tasks: set[str]) -> dict[str, int]:
+    """Score the corpus of the given tasks (None: all of a file) both ways; assert agreement;
+    return how often each status occurred."""
+    py = os.environ.get("CODEBLOCK_BCB_PYTHON", "")
+    cfg = load_config(REPO / "params.yaml", ["eval.use_hub=false", "tracking.enabled=false",
+                                             f"eval.bigcodebench_python={py}"])
+    problems, items = [], []
+    for name, ids in tasks.items():
+        setattr(cfg.eval, R.get(name).path_key, str(FILES[name]))
+        ps = R.load_benchmark(cfg, name).problems
+        if ids is not None:
+            ps = [p for p in ps if p.task_id in ids]
+            assert len(ps) == len(ids)
+        problems += ps
+        items += corpus(ps, slow_tasks, limit_s)
+    labels = {f"{p.task_id}#{j}": label for p, j, _, label in items}
+    samples = [{"task_id": p.task_id, "solution": sol, "key": f"{p.task_id}#{j}"} for p, j, sol, _ in items]
+    theirs = oracle_verdicts(samples, [str(FILES[n]) for n in tasks], limit_s, gt_s, tmp_path)
+    ours = our_verdicts(cfg, problems, items, limit_s, gt_s)
+    assert set(ours) == set(theirs) == set(labels)
+    diff = {k: (labels[k], theirs[k], ours[k]) for k in theirs if theirs[k] != ours[k]}
+    assert not diff, f"{len(diff)}/{len(theirs)} verdicts differ (label, bigcodebench, ours): {diff}"
+    seen: dict[str, int] = {}
+    for v in theirs.values():
+        seen[v] = seen.get(v, 0) + 1
+    return seen
+
+
+@needs_data
+def test_conformance_ci_subset(tmp_path):
+    seen = check_conformance(CI_TASKS, tmp_path, CI_LIMIT_S, CI_GT_S, {"BigCodeBench/1"})
+    # all three of bigcodebench's statuses occur, so agreement is not agreement on one value
+    assert seen.get("pass", 0) > 0 and seen.get("fail", 0) > 0 and seen.get("timeout", 0) > 0
+
+
+@pytest.mark.slow
+@needs_data
+@pytest.mark.parametrize("name", ["bigcodebench_full", "bigcodebench_hard"])
+def test_conformance_all_tasks(name, tmp_path):
+    from codeblock.evaluate.bcb_plan import TASK_LIMIT_S
+
+    check_conformance({name: None}, tmp_path, TASK_LIMIT_S, None, set())
+
+
+def _defaults(module_file: Path, func: str) -> dict[str, object]:
+    """Keyword defaults of a function in bigcodebench's source (its evaluate / generate modules
+    import model providers this venv lacks, so they are read, not imported)."""
+    import ast
+
+    tree = ast.parse(module_file.read_text())
+    fn = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == func)
+    args = fn.args.args[len(fn.args.args) - len(fn.args.defaults):]
+    return {a.arg: ast.literal_eval(ast.unparse(d)) if not isinstance(d, ast.BinOp) else eval(ast.unparse(d))
+            for a, d in zip(args, fn.args.defaults)}
+
+
+def test_limits_and_prompt_are_bigcodebench_defaults():
+    import importlib.util
+
+    from bigcodebench.eval.utils import TIMEOUT_LIMIT
+
+    from codeblock.evaluate import bcb_plan as B
+
+    pkg = Path(importlib.util.find_spec("bigcodebench").submodule_search_locations[0])
+    ev = _defaults(pkg / "evaluate.py", "evaluate")
+    assert (ev["max_as_limit"], ev["max_data_limit"], ev["max_stack_limit"]) == (B.MAX_AS_MB, B.MAX_DATA_MB,
+                                                                               B.MAX_STACK_MB)
+    assert ev["min_time_limit"] == B.MIN_TIME_LIMIT and ev["calibrated"] is True and TIMEOUT_LIMIT == B.TASK_LIMIT_S
+    assert "expected_time[task_id] if expected_time[task_id] else 20" in (pkg / "evaluate.py").read_text()
+    assert B.check_timeout() == 241.0 and B.check_timeout(300.0) == 301.0 and B.check_timeout(3.0, 2.0) == 4.0
+    gen = _defaults(pkg / "generate.py", "run_codegen")
+    assert gen["instruction_prefix"] == R.BCB_INSTRUCTION and gen["response_prefix"] == R.BCB_RESPONSE
+    # the user turn is what bigcodebench's make_raw_chat_prompt builds for the instruct split
+    from bigcodebench.provider.utility import make_raw_chat_prompt
+
+    row = {"task_id": "BigCodeBench/9", "complete_prompt": "import os\ndef task_func(x):\n    \"\"\"d\"\"\"\n",
+           "instruct_prompt": "  Return x.\nYou should write self-contained code starting with:\n```\ndef task_func(x):\n```  \n",
+           "code_prompt": "import os\ndef task_func(x):\n", "canonical_solution": "    return x\n",
+           "entry_point": "task_func", "libs": "['os']", "test": "import unittest\n"}
+    p = R._normalise_bigcodebench(R.get("bigcodebench_full"), row, 0, "row.jsonl")
+    assert p.prompt == make_raw_chat_prompt(row["instruct_prompt"], "full", "instruct", R.BCB_INSTRUCTION,
+                                            R.BCB_RESPONSE, None)
+    assert B.calibrate(p, "S") == "import os\ndef task_func(x):\n\n    pass\nS"
+
+
+def test_sandbox_runs_another_interpreter():
+    """eval.bigcodebench_python: the fork servers run that interpreter (the eval venv's 3.10),
+    whose runtime the sandbox uid can read; the sandbox modules run on it."""
+    import shutil
+
+    py = os.environ.get("CODEBLOCK_BCB_PYTHON") or shutil.which("python3.10")
+    if not py:
+        pytest.skip("no python3.10 here (CODEBLOCK_BCB_PYTHON unset)")
+    # the interpreter itself, not a launcher script (a pyenv shim needs its own environment)
+    r = subprocess.run([py, "-c", "import sys; print(sys.executable)"], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"{py} does not run here: {r.stderr.strip()[:200]}")
+    py = r.stdout.strip()
+    from codeblock.evaluate.executor import Task
+
+    ex = Executor(Limits(timeout_s=20.0), workers=1, python=py)
+    prog = "import sys\nassert sys.version_info[:2] == (3, 10), sys.version\ndef f():\n    return 1\n"
+    good, bad = ex.run([Task("ok", prog, "def check(c):\n    assert c() == 1\n", "humaneval_check", "f"),
+                        Task("no", prog, "def check(c):\n    assert c() == 2\n", "humaneval_check", "f")],
+                       progress=False)
+    assert (good.status, bad.status, bad.error) == ("passed", "failed", "assertion"), (good, bad)
