@@ -86,6 +86,7 @@ from typing import Any
 # The sandbox modules are stdlib-only so they can run isolated; the process-tree walk is shared.
 from codeblock.evaluate.cgroup import MemoryCgroups, find_base
 from codeblock.evaluate.isolation import _MODE_CACHE, NO_ISOLATION_HELP, isolation_mode  # noqa: F401
+from codeblock.evaluate.runtime import runtime_of, user_process_count, world_readable_runtime
 from codeblock.evaluate.sandbox.sbx_proctree import kill_tree
 
 RUNNER = Path(__file__).with_name("sandbox") / "sbx_server.py"
@@ -149,55 +150,6 @@ class Verdict:
 
 
 # ---------------------------------------------------------------------------------------------
-# Process helpers
-
-
-def _site_dirs() -> list[str]:
-    import site
-
-    return [p for p in site.getsitepackages() if os.path.isdir(p)]
-
-
-_RUNTIME_CACHE: dict[str, list[str]] = {}
-
-
-def _runtime_of(python: str) -> list[str]:
-    """prefix, base prefix and site-packages of the interpreter the fork servers run (another
-    venv's, e.g. BigCodeBench's evaluation environment, is asked once)."""
-    if python == sys.executable:
-        return [sys.prefix, sys.base_prefix, *_site_dirs()]
-    if python not in _RUNTIME_CACHE:
-        code = ("import json, os, site, sys; print(json.dumps([sys.prefix, sys.base_prefix] + "
-                "[p for p in site.getsitepackages() if os.path.isdir(p)]))")
-        r = subprocess.run([python, "-I", "-c", code], capture_output=True, text=True, timeout=120)
-        if r.returncode != 0:
-            raise RuntimeError(f"sandbox interpreter {python} does not run: {r.stderr.strip()[-500:]}")
-        _RUNTIME_CACHE[python] = json.loads(r.stdout)
-    return _RUNTIME_CACHE[python]
-
-
-def _world_readable_runtime() -> bool:
-    for p in (sys.base_prefix, sys.prefix):
-        parts = os.path.realpath(p).strip("/").split("/")
-        for i in range(1, len(parts) + 1):
-            if not os.stat("/" + "/".join(parts[:i])).st_mode & 0o001:
-                return False
-    return True
-
-
-def _user_process_count() -> int:
-    uid, n = os.getuid(), 0
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                if os.stat(f"/proc/{d}").st_uid == uid:
-                    n += 1
-            except OSError:
-                pass
-    return n
-
-
-# ---------------------------------------------------------------------------------------------
 # The executor
 
 
@@ -215,7 +167,7 @@ class _Server:
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      env=dict(_SAFE_ENV), start_new_session=True, cwd="/", text=True, bufsize=1)
         setup = {"new_ns": ex.mode != "none", "uid_switch": ex.uid_switch, "preload": list(ex.preload),
-                 "runtime_paths": sorted({str(RUNNER.parent), *_runtime_of(ex.python)})}
+                 "runtime_paths": sorted({str(RUNNER.parent), *runtime_of(ex.python)})}
         self.proc.stdin.write(json.dumps(setup) + "\n")
         self.proc.stdin.flush()
         if self._readline(60.0) != "ready":
@@ -263,7 +215,7 @@ class Executor:
         self._unshare = shutil.which("unshare") or "unshare"
         # as root, programs run as an unprivileged uid; without namespaces only if it can read the runtime
         self.uid_switch = os.geteuid() == 0 and (
-            self.mode == "namespaces" or (self.mode == "none" and _world_readable_runtime()))
+            self.mode == "namespaces" or (self.mode == "none" and world_readable_runtime()))
         found = find_base()
         self.memory_cgroup = found[0] if found else None  # "v1" | "v2" | None (RLIMIT_AS x nproc only)
         self._cgroups: MemoryCgroups | None = None
@@ -328,7 +280,7 @@ class Executor:
             self._cgroups.set_limit(slot, memory_mb)
             job["cgroup_procs"] = self._cgroups.procs_file(slot)
         if self.mode == "userns":
-            job["nproc"] = _user_process_count() + self.limits.nproc
+            job["nproc"] = user_process_count() + self.limits.nproc
         if self.mode == "none":
             job["workdir"] = tempfile.mkdtemp(prefix="codeblock-sbx-")
         return job
