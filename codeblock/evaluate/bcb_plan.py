@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import re
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 from codeblock.evaluate.executor import Executor, Task, Verdict
+from codeblock.evaluate.results import group_by_task
 
 MAX_AS_MB = 30 * 1024  # evaluate's max_as_limit, max_data_limit (MiB)
 MAX_DATA_MB = 30 * 1024
@@ -158,3 +160,41 @@ def eval_results(records: list[dict[str, Any]]) -> dict[str, Any]:
         ev.setdefault(r["task_id"], []).append({"task_id": r["task_id"], "solution": r["solution"],
                                                 "status": r["status"], "details": r["details"]})
     return {"date": time.strftime("%Y-%m-%d %H:%M"), "eval": ev}
+
+
+def rows(cfg, executor: Executor, problems, progs, progress: bool, name: str, self_check: bool):
+    """bigcodebench 0.2.5's verdicts (`bcb_plan`), from the interpreter of eval.bigcodebench_python.
+    Self-check: the ground truth as `--check-gt-only` runs it, one row per task."""
+    ex = executor_for(cfg, executor)
+    if self_check:
+        gts = ground_truth(ex, problems, progress)
+        rows = [{"task_id": g["task_id"], "status": "passed" if g["time"] is not None else "failed",
+                 "error": g["error"], "detail": g["detail"], "n": 1, "c": int(g["time"] is not None),
+                 "gt_time_s": g["time"]} for g in gts]
+        return rows, Counter(g["error"] or "passed" for g in gts), None, ex
+    recs = score(ex, problems, [(p, j, calibrate(p, prog)) for p, j, prog in progs], progress=progress,
+                   desc=f"execute {name}")
+    by_task = group_by_task(recs)
+    rows = []
+    for p in problems:
+        rs = by_task[p.task_id]
+        bad = next((r for r in rs if r["status"] != "pass"), None)
+        row = {"task_id": p.task_id, "status": "passed" if rs[0]["status"] == "pass" else "failed",
+               "bigcodebench_status": rs[0]["status"], "error": rs[0]["error"],
+               "detail": (bad["detail"] if bad else "")[:500], "n": len(rs), "c": sum(r["status"] == "pass" for r in rs)}
+        if len(rs) > 1:
+            row["samples"] = [{"status": r["status"], "error": r["error"]} for r in rs]
+        rows.append(row)
+    return rows, Counter(r["error"] or "passed" for r in recs), recs, ex
+
+
+def info(ex: Executor, rows: list[dict], recs, self_check: bool) -> dict[str, Any]:
+    """What a BigCodeBench block records besides the common fields."""
+    info: dict[str, Any] = {"harness": harness_version(), "interpreter": ex.python,
+                            "timeout_s": check_timeout() + 1.0, "memory_mb": MAX_AS_MB}
+    if self_check:
+        info["ground_truth_pass_rate"] = sum(r["c"] for r in rows) / max(1, len(rows))
+        info["ground_truth_failed"] = {r["task_id"]: f"{r['error']}: {r['detail']}"[:300] for r in rows if not r["c"]}
+    if recs:
+        info["_eval_results"] = eval_results(recs)
+    return info

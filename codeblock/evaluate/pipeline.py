@@ -15,9 +15,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from codeblock.evaluate import bcb_plan as B
 from codeblock.evaluate import registry as R
 from codeblock.evaluate.executor import Executor, Task, Verdict, executor_from_cfg
-from codeblock.evaluate.results import pass_at_k, print_table, write_results
+from codeblock.evaluate.results import group_by_task, pass_at_k, print_table, write_results
 from codeblock.stages import stage_hash
 
 log = logging.getLogger(__name__)
@@ -83,9 +84,7 @@ def _rows_evalplus(cfg, loaded: R.LoadedBenchmark, executor: Executor, problems,
     name = loaded.spec.name
     cache = Path(cfg.paths.reports_dir) / "evalplus_ground_truth" / f"{name}-{loaded.sha256[:16]}-{EP.harness_version()}.json"
     recs = EP.score(executor, problems, progs, progress=progress, desc=f"execute {name}", cache=cache)
-    by_task: dict[str, list[dict]] = {}
-    for r in recs:
-        by_task.setdefault(r["task_id"], []).append(r)
+    by_task = group_by_task(recs)
     rows = []
     for p in problems:
         rs = by_task[p.task_id]
@@ -104,36 +103,6 @@ def _rows_evalplus(cfg, loaded: R.LoadedBenchmark, executor: Executor, problems,
         rows.append(row)
     errors = Counter(f"{part}_{r[f'{part}_status']}" for r in recs for part in EP.PARTS)
     return rows, errors, recs
-
-
-def _rows_bigcodebench(cfg, executor: Executor, problems, progs, progress: bool, name: str, self_check: bool):
-    """bigcodebench 0.2.5's verdicts (`bcb_plan`), from the interpreter of eval.bigcodebench_python.
-    Self-check: the ground truth as `--check-gt-only` runs it, one row per task."""
-    from codeblock.evaluate import bcb_plan as B
-
-    ex = B.executor_for(cfg, executor)
-    if self_check:
-        gts = B.ground_truth(ex, problems, progress)
-        rows = [{"task_id": g["task_id"], "status": "passed" if g["time"] is not None else "failed",
-                 "error": g["error"], "detail": g["detail"], "n": 1, "c": int(g["time"] is not None),
-                 "gt_time_s": g["time"]} for g in gts]
-        return rows, Counter(g["error"] or "passed" for g in gts), None, ex
-    recs = B.score(ex, problems, [(p, j, B.calibrate(p, prog)) for p, j, prog in progs], progress=progress,
-                   desc=f"execute {name}")
-    by_task: dict[str, list[dict]] = {}
-    for r in recs:
-        by_task.setdefault(r["task_id"], []).append(r)
-    rows = []
-    for p in problems:
-        rs = by_task[p.task_id]
-        bad = next((r for r in rs if r["status"] != "pass"), None)
-        row = {"task_id": p.task_id, "status": "passed" if rs[0]["status"] == "pass" else "failed",
-               "bigcodebench_status": rs[0]["status"], "error": rs[0]["error"],
-               "detail": (bad["detail"] if bad else "")[:500], "n": len(rs), "c": sum(r["status"] == "pass" for r in rs)}
-        if len(rs) > 1:
-            row["samples"] = [{"status": r["status"], "error": r["error"]} for r in rs]
-        rows.append(row)
-    return rows, Counter(r["error"] or "passed" for r in recs), recs, ex
 
 
 def _too_slow_here(rows: list[dict]) -> dict[str, str]:
@@ -187,7 +156,7 @@ def evaluate_benchmark(cfg, name: str, executor: Executor, *, limit: int = 0, se
     if official:
         rows, errors, recs = _rows_evalplus(cfg, loaded, executor, problems, progs, progress)
     elif bcb:
-        rows, errors, recs, bcb_ex = _rows_bigcodebench(cfg, executor, problems, progs, progress, name, self_check)
+        rows, errors, recs, bcb_ex = B.rows(cfg, executor, problems, progs, progress, name, self_check)
     else:
         rows, errors, recs = _rows_plain(executor, problems, progs, timeout, progress, name)
     known = KNOWN_REFERENCE_DEFECTS.get(name, {}) if self_check else {}
@@ -200,7 +169,7 @@ def evaluate_benchmark(cfg, name: str, executor: Executor, *, limit: int = 0, se
         **base, "status": "ok", "source": loaded.source, "dataset_sha256": loaded.sha256,
         "n_problems_total": len(loaded.problems), "n_problems": len(problems), "limit": limit,
         "timeout_s": "per input, from the ground truth (evalplus)" if official else timeout,
-        **(_bcb_info(bcb_ex, rows, recs, self_check) if bcb else {}),
+        **(B.info(bcb_ex, rows, recs, self_check) if bcb else {}),
         "prompt_format": cfg.eval.prompt_format or spec.prompt_format,
         "pass_at_1": scores.get("pass@1"), "pass_at_k": scores, "n_passed": sum(r["c"] for r in rows),
         "n_samples": len(progs), "error_classes": dict(sorted(errors.items())),
@@ -231,20 +200,6 @@ def evaluate_benchmark(cfg, name: str, executor: Executor, *, limit: int = 0, se
 
 def benchmark_problems(loaded: R.LoadedBenchmark, limit: int) -> list[R.Problem]:
     return loaded.problems[:limit] if limit else loaded.problems
-
-
-def _bcb_info(ex: Executor, rows: list[dict], recs, self_check: bool) -> dict[str, Any]:
-    """What a BigCodeBench block records besides the common fields."""
-    from codeblock.evaluate import bcb_plan as B
-
-    info: dict[str, Any] = {"harness": B.harness_version(), "interpreter": ex.python,
-                            "timeout_s": B.check_timeout() + 1.0, "memory_mb": B.MAX_AS_MB}
-    if self_check:
-        info["ground_truth_pass_rate"] = sum(r["c"] for r in rows) / max(1, len(rows))
-        info["ground_truth_failed"] = {r["task_id"]: f"{r['error']}: {r['detail']}"[:300] for r in rows if not r["c"]}
-    if recs:
-        info["_eval_results"] = B.eval_results(recs)
-    return info
 
 
 def default_model_path(cfg, method: str) -> str | None:

@@ -103,3 +103,11 @@ def format_table(result: dict[str, Any]) -> str:
 
 def print_table(result: dict[str, Any]) -> None:
     print(format_table(result))
+
+
+def group_by_task(recs: list[dict]) -> dict[str, list[dict]]:
+    """A harness's per-sample records grouped by task, in sample order."""
+    out: dict[str, list[dict]] = {}
+    for r in recs:
+        out.setdefault(r["task_id"], []).append(r)
+    return out
