@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from official_data import official_problems
 
 from codeblock.core.config import load_config
 from codeblock.evaluate import registry as R
@@ -164,15 +165,8 @@ def check_conformance(tasks: dict[str, list[str] | None], tmp_path: Path, limit_
     py = os.environ.get("CODEBLOCK_BCB_PYTHON", "")
     cfg = load_config(REPO / "params.yaml", ["eval.use_hub=false", "tracking.enabled=false",
                                              f"eval.bigcodebench_python={py}"])
-    problems, items = [], []
-    for name, ids in tasks.items():
-        setattr(cfg.eval, R.get(name).path_key, str(FILES[name]))
-        ps = R.load_benchmark(cfg, name).problems
-        if ids is not None:
-            ps = [p for p in ps if p.task_id in ids]
-            assert len(ps) == len(ids)
-        problems += ps
-        items += corpus(ps, slow_tasks, limit_s)
+    problems = official_problems(cfg, tasks, FILES)
+    items = corpus(problems, slow_tasks, limit_s)
     labels = {f"{p.task_id}#{j}": label for p, j, _, label in items}
     samples = [{"task_id": p.task_id, "solution": sol, "key": f"{p.task_id}#{j}"} for p, j, sol, _ in items]
     theirs = oracle_verdicts(samples, [str(FILES[n]) for n in tasks], limit_s, gt_s, tmp_path)

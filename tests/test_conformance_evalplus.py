@@ -25,9 +25,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from official_data import official_problems
 
 from codeblock.core.config import load_config
-from codeblock.evaluate import registry as R
 from codeblock.evaluate.executor import Executor, Limits
 
 pytest.importorskip("evalplus")
@@ -156,15 +156,8 @@ def check_conformance(tasks: dict[str, list[str] | None], tmp_path: Path) -> dic
     """Score the corpus of the given tasks (None: all of a benchmark) both ways; assert agreement;
     return how often each status occurred."""
     cfg = load_config(REPO / "params.yaml", ["eval.use_hub=false", "tracking.enabled=false"])
-    problems, items = [], []
-    for name, ids in tasks.items():
-        setattr(cfg.eval, R.get(name).path_key, str(FILES[name]))
-        ps = R.load_benchmark(cfg, name).problems
-        if ids is not None:
-            ps = [p for p in ps if p.task_id in ids]
-            assert len(ps) == len(ids)
-        problems += ps
-        items += corpus(ps)
+    problems = official_problems(cfg, tasks, FILES)
+    items = corpus(problems)
     labels = {f"{p.task_id}#{j}": label for p, j, _, label in items}
     theirs = evalplus_verdicts([{"dataset": p.extras["dataset"], "task_id": p.task_id, "solution": sol,
                                  "key": f"{p.task_id}#{j}"} for p, j, sol, _ in items], tmp_path)
