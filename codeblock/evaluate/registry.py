@@ -23,6 +23,7 @@ Test formats:
 
 from __future__ import annotations
 
+import ast
 import gzip
 import json
 import logging
@@ -360,8 +361,6 @@ def _normalise_bigcodebench(spec: Benchmark, row: dict, i: int, source: str) -> 
     instruct = _need(row, "instruct_prompt", source, i)
     libs = _need(row, "libs", source, i)
     if isinstance(libs, str):
-        import ast
-
         try:
             libs = ast.literal_eval(libs)
         except (ValueError, SyntaxError):
