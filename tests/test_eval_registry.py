@@ -108,3 +108,18 @@ def test_iter_problem_texts_skips_unavailable(cfg, caplog):
     assert bench == "humaneval" and tid == "HumanEval/0"
     assert "def has_close_elements" in text and "def check" in text  # statement + solution + tests
     assert any("mbpp_plus" in r.message for r in caplog.records)
+
+
+def test_bcb_env_plan_pins_installs_and_nltk_data(tmp_path, capsys):
+    """The eval-env command (dry run): a venv, bigcodebench's pins, bigcodebench itself without
+    dependencies, then the NLTK corpora the tasks load, into <venv>/nltk_data."""
+    from codeblock.evaluate import bcb_env
+
+    dest = tmp_path / "venv-bcb"
+    assert bcb_env.main(["--dry-run", "--dest", str(dest), "--python", "python3.10"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("+ ")]
+    assert lines[0] == f"+ python3.10 -m venv {dest}"
+    assert "numpy==1.21.2" in lines[2] and lines[3].endswith("--no-deps bigcodebench==0.2.5")
+    assert lines[4] == (f"+ {dest}/bin/python -m nltk.downloader -d {dest}/nltk_data "
+                        "stopwords punkt words vader_lexicon averaged_perceptron_tagger")
+    assert not dest.exists()  # a dry run creates nothing
