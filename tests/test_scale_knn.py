@@ -1,5 +1,7 @@
-"""Long-tail kNN at scale: blocked float32 brute force equals scikit-learn's exact cosine kNN
-(on the offline pool's instructions and on dense vectors) and its memory does not grow with n."""
+"""Long-tail kNN at scale: both backends (blocked float32 numpy brute force, faiss's exact
+inner-product index) equal scikit-learn's exact cosine kNN (on the offline pool's instructions
+and on dense vectors), the numpy path's memory does not grow with n, and the `lsa` embedder
+gives dense unit rows whose neighbours make sense."""
 
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ def test_dense_blocks_equal_sklearn_and_memory_stays_bounded():
     x[7] = x[3]  # a duplicate: distance 0 to each other
     ref = oracle(x, 5)
     tracemalloc.start()
-    got = knn_longtail(x, 5, chunk=128, block=256, progress=False)
+    got = knn_longtail(x, 5, chunk=128, block=256, progress=False, backend="numpy")
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     np.testing.assert_allclose(got, ref, atol=2e-6)
@@ -51,3 +53,38 @@ def test_dense_blocks_equal_sklearn_and_memory_stays_bounded():
     assert peak < 1.5e6, peak
     assert knn_longtail(x[:1], 5, progress=False).tolist() == [1.0]
     np.testing.assert_allclose(knn_longtail(x[:4], 10, progress=False), oracle(x[:4], 3), atol=2e-6)  # k capped
+
+
+def test_faiss_backend_equals_sklearn_with_ties():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2500, 24)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x[100:106] = x[5]  # seven identical rows: self may fall out of the k + 1 found by faiss
+    ref = oracle(x, 4)
+    got = knn_longtail(x, 4, progress=False, backend="faiss")
+    np.testing.assert_allclose(got, ref, atol=2e-6)
+    np.testing.assert_allclose(got, knn_longtail(x, 4, progress=False, backend="numpy"), atol=2e-6)
+    assert got[5] == pytest.approx(0.0, abs=1e-6)  # four of its six twins are its nearest
+    with pytest.raises(ValueError, match="dense"):
+        knn_longtail(embed_texts(["a b", "a c"], "tfidf"), 1, backend="faiss")
+
+
+def test_lsa_embedder_dense_unit_rows_and_subsampled_fit():
+    from codeblock.select.embed import embed_lsa
+
+    base = ["sort a list of numbers in place", "sort a list of integers descending",
+            "reverse the order of a list", "download a web page over http with retries",
+            "parse a csv file into rows", "read a json file and print a key", ""]
+    texts = [f"{t} {i}" if t else "" for i in range(30) for t in base]
+    emb = embed_texts(texts, "lsa")
+    assert isinstance(emb, np.ndarray) and emb.dtype == np.float32 and emb.shape[0] == len(texts)
+    norms = np.linalg.norm(emb, axis=1)
+    np.testing.assert_allclose(norms[[i for i, t in enumerate(texts) if t]], 1.0, atol=1e-5)
+    assert (norms[[i for i, t in enumerate(texts) if not t]] == 0).all()
+    np.testing.assert_array_equal(emb, embed_texts(texts, "lsa"))  # seeded: same rows every time
+    sims = emb[:7] @ emb[:7].T
+    assert sims[0, 1] > sims[0, 3] and sims[0, 1] > sims[0, 4]  # the two sorts are nearer than http
+    sub = embed_lsa(texts, dim=8, fit_rows=50)  # SVD fitted on 50 of 210 rows, all rows projected
+    assert sub.shape == (len(texts), 8)
+    assert embed_lsa(["one text"]).shape == (1, 1)
+    assert embed_lsa(["", ""]).shape == (2, 1) and not embed_lsa(["", ""]).any()  # no word: zero rows
