@@ -33,8 +33,11 @@ _COMMON = {"command", "params", "profile", "overrides", "method", "model_path", 
 
 
 def _params_cmd() -> int:
-    for key, default, help_ in describe():
-        print(f"{key:40s} {default!r:30s} {help_}")
+    try:
+        for key, default, help_ in describe():
+            print(f"{key:40s} {default!r:30s} {help_}", flush=True)
+    except BrokenPipeError:  # `codeblock params | head`: the reader left; stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
     return 0
 
 

@@ -125,6 +125,18 @@ def test_cli_reports_config_error(capsys):
     assert "train.lrr" in capsys.readouterr().err
 
 
+def test_params_listing_into_a_closed_pipe_ends_quietly():
+    import subprocess
+    import sys
+
+    # `codeblock params | true`: the reader is gone before the first line is written (the
+    # start-up takes far longer than `true`), so every write meets a closed pipe
+    r = subprocess.run(f"'{sys.executable}' -m codeblock.cli params --params '{ROOT / 'params.yaml'}' | true; "
+                       "exit ${PIPESTATUS[0]}", shell=True, capture_output=True, text=True, cwd=ROOT,
+                       executable="/bin/bash")
+    assert r.returncode == 0 and "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr
+
+
 @pytest.mark.parametrize("profile", sorted(p.stem for p in (ROOT / "profiles").glob("*.yaml")))
 def test_every_shipped_profile_loads(profile):
     cfg = load_config(ROOT / "params.yaml", profile=profile)
