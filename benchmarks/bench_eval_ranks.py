@@ -5,7 +5,7 @@
 
 Each run is a fresh stage process (or an `accelerate launch` of N CPU processes over gloo,
 `configs/accelerate/cpu_gloo_2proc.yaml` with `--num_processes N`) writing into a new reports
-folder, so nothing is cached; MLflow is off. One process runs with `eval.torch_threads` threads
+folder, so nothing is cached; MLflow is off. One process runs with `model.torch_threads` threads
 (`--threads1`, 0 = torch's default: every core), N processes with one thread each, so both use
 the same cores. Prints wall seconds per run and whether it wrote the same generations as the
 first run.
@@ -38,7 +38,7 @@ def run_once(procs: int, reports: Path, args) -> float:
               *(["--profile", args.profile] if args.profile else []),
               *(["--limit", str(args.limit)] if args.limit is not None else []),
               "-S", f"paths.reports_dir={reports}", "-S", "tracking.enabled=false",
-              "-S", f"eval.torch_threads={threads}", *[x for s in args.set for x in ("-S", s)]]
+              "-S", f"model.torch_threads={threads}", *[x for s in args.set for x in ("-S", s)]]
     if procs == 1:
         cmd = [sys.executable, *common]
     else:
@@ -63,7 +63,7 @@ def main() -> None:
     ap.add_argument("--profile", default=None)
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--procs", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--threads1", type=int, default=0, help="eval.torch_threads of the one-process run")
+    ap.add_argument("--threads1", type=int, default=0, help="model.torch_threads of the one-process run")
     ap.add_argument("-S", dest="set", action="append", default=[], help="extra override, as for codeblock")
     args = ap.parse_args()
     first = None

@@ -95,7 +95,7 @@ def test_keys_hash_changes_with_its_group_only():
 
 
 @pytest.mark.parametrize("override", ["segment.workers=7", "eval.workers=5", "train.logging_steps=9",
-                                      "train.log_model=false", "eval.torch_threads=1"])
+                                      "train.log_model=false", "model.torch_threads=1"])
 def test_volatile_keys_change_no_stage_hash(override):
     from codeblock.stages import STAGES, stage_hash
 
@@ -115,6 +115,11 @@ def test_result_keys_change_their_stage_hash(override, stage):
     a = load_config(ROOT / "params.yaml")
     b = load_config(ROOT / "params.yaml", [override])
     assert stage_hash(a, stage) != stage_hash(b, stage)
+
+
+def test_a_moved_key_names_its_replacement():
+    with pytest.raises(ConfigError, match=r"'eval.torch_threads' was replaced by model.torch_threads"):
+        load_config(ROOT / "params.yaml", ["eval.torch_threads=1"])
 
 
 def test_cli_reports_config_error(capsys):

@@ -73,7 +73,7 @@ def test_parts_are_read_with_the_main_file_and_merged_into_it(tmp_path):
 def cfg(tmp_path, tiny_model_dir):
     c = load_config(REPO / "params.yaml", [
         "eval.use_hub=false", f"model.name_or_path={tiny_model_dir}", f"model.hf_cache_dir={REPO / 'models' / 'hf'}",
-        "model.device=cpu", "eval.torch_threads=1", "eval.max_new_tokens=6", "eval.batch_size=2",
+        "model.device=cpu", "model.torch_threads=1", "eval.max_new_tokens=6", "eval.batch_size=2",
         f"paths.reports_dir={tmp_path / 'reports'}", "tracking.enabled=false",
     ])
     c.paths.raw_dir = str(REPO / "data" / "raw")

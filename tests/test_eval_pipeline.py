@@ -54,7 +54,7 @@ def test_completion_stops_and_stop_rules():
 def cfg(tmp_path):
     c = load_config(REPO / "params.yaml", [
         "eval.use_hub=false", "model.name_or_path=tiny-random", f"model.hf_cache_dir={tmp_path / 'hf'}",
-        "model.device=cpu", "eval.torch_threads=1", "eval.max_new_tokens=12", "eval.batch_size=2", "eval.limit=3",
+        "model.device=cpu", "model.torch_threads=1", "eval.max_new_tokens=12", "eval.batch_size=2", "eval.limit=3",
         f"paths.reports_dir={tmp_path / 'reports'}", f"tracking.tracking_uri=sqlite:///{tmp_path / 'ml.db'}",
         f"tracking.artifact_dir={tmp_path / 'art'}", "tracking.log_system_metrics=false",
         "eval.benchmarks=[humaneval, mbpp, bigcodebench_hard]",

@@ -20,7 +20,7 @@ TWO = f"{Path(sys.executable).with_name('accelerate')} launch --config_file {ROO
 def ref(tmp_path: Path, tiny: str, reports: str) -> dict:
     ov = {"paths.raw_dir": ROOT / "data" / "raw", "paths.reports_dir": tmp_path / reports,
           "model.name_or_path": tiny, "model.hf_cache_dir": ROOT / "models" / "hf", "model.device": "cpu",
-          "eval.use_hub": "false", "eval.torch_threads": 1, "eval.max_new_tokens": 12, "eval.batch_size": 2,
+          "eval.use_hub": "false", "model.torch_threads": 1, "eval.max_new_tokens": 12, "eval.batch_size": 2,
           "eval.limit": 5, "eval.benchmarks": "[humaneval, mbpp]", "tracking.enabled": "false"}
     return {"params": str(ROOT / "params.yaml"), "overrides": [f"{k}={v}" for k, v in ov.items()]}
 

@@ -28,6 +28,10 @@ class ConfigError(ValueError):
 # Building dataclasses from plain data, with errors that name the key path.
 
 
+# keys that were removed in favour of another: the error names the new one
+MOVED_KEYS = {"eval.torch_threads": "model.torch_threads (one CPU-thread setting for every stage that loads a model)"}
+
+
 def _close(name: str, options: list[str], prefix: str = "") -> str:
     m = difflib.get_close_matches(name, options, n=1, cutoff=0.0)
     return f"; did you mean '{prefix}{m[0]}'?" if m else ""
@@ -98,6 +102,8 @@ def _build(cls: type, data: Any, path: str) -> Any:
     kwargs = {}
     for key, value in data.items():
         kp = f"{path}.{key}" if path else str(key)
+        if key not in names and kp in MOVED_KEYS:
+            raise ConfigError(f"'{kp}' was replaced by {MOVED_KEYS[kp]}")
         if key not in names:
             raise ConfigError(f"unknown key '{kp}'{_close(str(key), names, f'{path}.' if path else '')}")
         kwargs[key] = _coerce(value, hints[key], kp)

@@ -249,7 +249,6 @@ class EvalConfig:
         "BigCodeBench/DataFrameBench programs. Missing ones are skipped.",
         volatile=True,
     )
-    torch_threads: int = f(0, "CPU threads of the transformers backend (0 = torch's default; 1 is fastest on a busy host).", volatile=True)
     humaneval_plus_path: str = f("", "Official HumanEvalPlus jsonl(.gz) (evalplus schema).")
     mbpp_plus_path: str = f("", "Official MbppPlus jsonl(.gz) (evalplus schema).")
     bigcodebench_path: str = f("", "BigCodeBench full jsonl/parquet, or empty for the hub.")

@@ -131,11 +131,7 @@ class TransformersBackend:
     def __init__(self, cfg, model_path: str | None, tokenizer=None):
         from codeblock.core.models import load_model, load_tokenizer
 
-        self.cfg = cfg
-        if cfg.eval.torch_threads > 0:
-            import torch
-
-            torch.set_num_threads(cfg.eval.torch_threads)
+        self.cfg = cfg  # CPU threads: model.torch_threads, applied by load_model
         self.tokenizer = tokenizer or load_tokenizer(cfg.model, model_path)
         self.tokenizer.padding_side = "left"
         self.model = load_model(cfg.model, model_path)
