@@ -85,10 +85,61 @@ def write_parquet(dest: str | os.PathLike, table, metadata: dict[str, Any] | Non
     return dest
 
 
+class ParquetStream:
+    """Write a parquet file batch by batch, atomically: rows go to a temp file beside `dest`,
+    which is renamed over `dest` only when the `with` block ends without an error (on an error
+    the temp file is removed and `dest` is untouched). Set `.metadata` before the block ends: it
+    lands in the file's key-value metadata under `codeblock`, as `write_parquet` puts it. Rows
+    are buffered into row groups of `group_rows`, so memory holds one group, not the file."""
+
+    def __init__(self, dest: str | os.PathLike, schema, group_rows: int = 4096):
+        self.dest, self.schema, self.group_rows = Path(dest), schema, group_rows
+        self.metadata: dict[str, Any] = {}
+        self.rows = 0
+        self._buf: list[dict] = []
+
+    def __enter__(self) -> ParquetStream:
+        import pyarrow.parquet as pq
+
+        self.dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(dir=self.dest.parent, prefix=f".{self.dest.name}.", suffix=".tmp")
+        os.close(fd)
+        self._writer = pq.ParquetWriter(self._tmp, self.schema)
+        return self
+
+    def write(self, rows: list[dict]) -> None:
+        self._buf.extend(rows)
+        self.rows += len(rows)
+        if len(self._buf) >= self.group_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        if self._buf:
+            self._writer.write_table(pa.Table.from_pylist(self._buf, schema=self.schema))
+            self._buf = []
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self._flush()
+                if self.metadata:
+                    self._writer.add_key_value_metadata(
+                        {"codeblock": json.dumps(self.metadata, sort_keys=True, default=str)})
+            self._writer.close()
+            if exc_type is None:
+                os.replace(self._tmp, self.dest)
+        finally:
+            Path(self._tmp).unlink(missing_ok=True)
+
+
 def read_parquet_metadata(path: str | os.PathLike) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
-    meta = pq.read_schema(path).metadata or {}
+    # the file's key-value metadata: `write_parquet` (schema metadata) and `ParquetStream`
+    # (added at close, so absent from the embedded Arrow schema) both put `codeblock` there
+    meta = pq.read_metadata(path).metadata or {}
     raw = meta.get(b"codeblock")
     return json.loads(raw) if raw else {}
 

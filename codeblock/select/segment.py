@@ -63,10 +63,11 @@ from itertools import chain
 import numpy as np
 
 from codeblock.core.markdown import Region, split_markdown
-from codeblock.select.fencelang import KINDS, classify_untagged
+from codeblock.select.fencelang import classify_untagged
 from codeblock.select.items import BlockItemiser, Item, TokenSpans, assign_tokens, block_source
 from codeblock.select.languages import LanguageSpec, get_spec, parser_for
 from codeblock.select.prose import prose_words
+from codeblock.select.segment_metrics import SegmentTotals, fence_counts  # noqa: F401 - fence_counts re-exported
 from codeblock.stages import StageContext, StageResult, stage_hash
 
 
@@ -269,20 +270,22 @@ def arrow_schema():
     return pa.schema([(k, parse(v)) for k, v in SCHEMA_FIELDS.items()])
 
 
-def segment_rows(cfg, rows, workers: int | None = None, chunk: int = 64, progress: bool = True) -> list[dict]:
-    """Segment (id, instruction, response) triples, tokenizing in the workers; keeps input order."""
+def iter_segments(cfg, rows, workers: int | None = None, chunk: int = 64, progress: bool = True):
+    """Segment (id, instruction, response) triples, tokenizing in the workers; yields the results
+    batch by batch, in input order (the caller can write them out without holding them all)."""
     from tqdm import tqdm
 
     workers = cfg.segment.workers if workers is None else workers
-    batches = [rows[i:i + chunk] for i in range(0, len(rows), chunk)]
-    out: list[dict] = []
+    batches = (rows[i:i + chunk] for i in range(0, len(rows), chunk))
     bar = tqdm(total=len(rows), desc="segment", unit="resp", disable=not progress)
-    if workers <= 1:
-        _init_worker(cfg)
-        for b in batches:
-            out.extend(_work(b))
-            bar.update(len(b))
-    else:
+    try:
+        if workers <= 1:
+            _init_worker(cfg)
+            for b in batches:
+                res = _work(b)
+                bar.update(len(res))
+                yield res
+            return
         import copy
         import gc
         import multiprocessing as mp
@@ -300,72 +303,51 @@ def segment_rows(cfg, rows, workers: int | None = None, chunk: int = 64, progres
         try:
             with ctx.Pool(workers, initializer=_init_worker, initargs=(wcfg,)) as pool:
                 for res in pool.imap(_work, batches):
-                    out.extend(res)
                     bar.update(len(res))
+                    yield res
         finally:
             gc.unfreeze()
-    bar.close()
-    return out
+    finally:
+        bar.close()
+
+
+def segment_rows(cfg, rows, workers: int | None = None, chunk: int = 64, progress: bool = True) -> list[dict]:
+    """All of `iter_segments` as one list."""
+    return [r for batch in iter_segments(cfg, rows, workers, chunk, progress) for r in batch]
 
 
 def run_segment(cfg, limit: int = 0) -> dict:
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from codeblock.core.io import sha256_file, write_parquet
+    from codeblock.core.io import ParquetStream, sha256_file
     from codeblock.core.tracking import stage_run
 
     src = cfg.paths.filtered
     table = pq.read_table(src, columns=["id", "instruction", "response"])
     rows = list(zip(*(table.column(c).to_pylist() for c in ("id", "instruction", "response"))))
+    del table
     if limit:
         rows = rows[:limit]
     params = {"segment." + k: v for k, v in cfg.to_dict()["segment"].items()}
     params["dataflow.enabled"] = cfg.dataflow.enabled
     with stage_run(cfg, "segment", params=params) as tr:
-        out = segment_rows(cfg, rows)
-        n_items = sum(len(r["item_tokens"]) for r in out)
-        resp_tokens = sum(r["response_end"] - r["response_start"] for r in out)
-        item_tokens = sum(len(t) for r in out for t in r["item_tokens"])
-        metrics = {
-            "samples": len(out),
-            "dropped_samples": sum(r["dropped"] for r in out),
-            "samples_without_code": sum(r["n_blocks"] == 0 for r in out),
-            "code_blocks": sum(r["n_blocks"] for r in out),
-            "items": n_items,
-            "items_per_sample": n_items / max(1, len(out)),
-            "error_regions": sum(r["n_error_regions"] for r in out),
-            "deep_blocks": sum(r["n_deep_blocks"] for r in out),
-            "response_tokens": resp_tokens,
-            "item_token_share": item_tokens / max(1, resp_tokens),
-            "prose_tokens_eligible": sum(len(r["prose_tokens"]) for r in out),
-            **fence_counts(out),
-        }
-        meta = {
-            "stage": "segment",
-            "config_hash": stage_hash(cfg, "segment"),
-            "score_max_length": cfg.score.max_length,
-            "input": src,
-            "input_sha256": sha256_file(src),
-            "metrics": metrics,
-        }
-        write_parquet(cfg.paths.segments, pa.Table.from_pylist(out, schema=arrow_schema()), metadata=meta)
+        totals = SegmentTotals()
+        # streamed: the parent holds one row group of results, not the pool's (14.9 GB at 300K before)
+        with ParquetStream(cfg.paths.segments, arrow_schema()) as sink:
+            for batch in iter_segments(cfg, rows):
+                totals.add(batch)
+                sink.write(batch)
+            metrics = totals.metrics()
+            sink.metadata = {
+                "stage": "segment",
+                "config_hash": stage_hash(cfg, "segment"),
+                "score_max_length": cfg.score.max_length,
+                "input": src,
+                "input_sha256": sha256_file(src),
+                "metrics": metrics,
+            }
         tr.log_metrics(metrics)
     return {"outputs": [cfg.paths.segments], "metrics": metrics}
-
-
-def fence_counts(rows: list[dict]) -> dict[str, int]:
-    """Code blocks by kind: tagged fences, unfenced code responses, and the verdicts on untagged fences."""
-    counts: dict[str, int] = {}
-    for r in rows:
-        for k in r["block_kind"]:
-            counts[k] = counts.get(k, 0) + 1
-    untagged = {k: counts.get(k, 0) for k in KINDS}
-    out = {"blocks_tagged": counts.get("tagged", 0), "blocks_unfenced": counts.get("unfenced", 0),
-           "untagged_fences": sum(untagged.values()), "untagged_code": untagged["code"],
-           "untagged_not_code": sum(untagged.values()) - untagged["code"]}
-    out.update({f"untagged_{k}": v for k, v in untagged.items() if k != "code"})
-    return out
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
