@@ -1,7 +1,7 @@
 """The CPU stages at pool scale: time and peak memory per stage for a synthetic pool of N pairs,
 and the projected time of the scoring stage that a GPU would run.
 
-    .venv/bin/python benchmarks/bench_pool.py -S filter.embedder=lsa   # N = 300,000: 35 min, 2 cores
+    .venv/bin/python benchmarks/bench_pool.py -S filter.embedder=tfidf_rp   # N = 300,000: ~35 min, 2 cores
     .venv/bin/python benchmarks/bench_pool.py                    # the same with MiniLM: needs a GPU
     .venv/bin/python benchmarks/bench_pool.py --n 20000 -S filter.embedder=tfidf
     .venv/bin/python benchmarks/bench_pool.py --n 20000 --params-b 1.5 --score-tokens-per-s 60000

@@ -11,11 +11,12 @@ cosine similarity. `name` picks the embedder (`filter.embedder`):
 - `tfidf`: scikit-learn TF-IDF (word unigrams and bigrams, sublinear tf) fitted on the texts
   themselves; no model files at all. Returns a sparse matrix, so its kNN is exact sparse brute
   force: fine to ~20K rows, quadratic beyond.
-- `lsa`: latent semantic analysis for large pools on CPU: hashed word unigrams + bigrams (no
-  vocabulary held in memory), sublinear TF-IDF, then a truncated SVD to `LSA_DIM` dense
-  dimensions fitted on at most `LSA_FIT_ROWS` rows (a fixed seed). Dense unit rows, so the kNN
-  runs in faiss. No model files; about a minute for 300K instructions on 2 cores, where MiniLM
-  needs hours (benchmarks/bench_pool.py).
+- `tfidf_rp`: TF-IDF made scalable, for large pools on CPU: hashed word unigrams + bigrams
+  (`RP_HASH_FEATURES` buckets, no vocabulary in memory), sublinear TF-IDF, then a sparse random
+  projection to `RP_DIM` dense dimensions (fixed seed, nothing fitted). Cosines are TF-IDF's up
+  to the Johnson-Lindenstrauss error (~1/sqrt(RP_DIM)), whatever the pool size. Dense unit rows,
+  so the kNN runs in faiss. About a minute for 300K instructions on 2 cores, where MiniLM needs
+  hours (docs/scale-out.md has the comparison with MiniLM and with a truncated SVD).
 - anything else: a local folder or hub id of a sentence-embedding model, embedded the same way
   as `minilm` (mean pooling + normalisation).
 
@@ -37,9 +38,8 @@ from tqdm import tqdm
 log = logging.getLogger(__name__)
 
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
-LSA_DIM = 256             # dense dimensions of the `lsa` embedder
-LSA_FIT_ROWS = 50_000     # rows its SVD is fitted on (all rows are projected)
-LSA_HASH_FEATURES = 2**18  # hashed n-gram buckets; the SVD's right factor is dim x (buckets in use)
+RP_DIM = 512              # dense dimensions of the `tfidf_rp` embedder
+RP_HASH_FEATURES = 2**18  # hashed n-gram buckets of `tfidf_rp`
 KNN_QUERY_BATCH = 16384   # faiss queries per search call (progress granularity)
 
 
@@ -101,25 +101,25 @@ def embed_tfidf(texts: list[str]):
         return csr_matrix((len(texts), 1), dtype=np.float64)
 
 
-def embed_lsa(texts: list[str], dim: int = LSA_DIM, fit_rows: int = LSA_FIT_ROWS, seed: int = 0) -> np.ndarray:
-    """Dense LSA rows (float32, n x d, L2-normalised; an empty text is a zero row)."""
-    from sklearn.decomposition import TruncatedSVD
+def embed_tfidf_rp(texts: list[str], dim: int = RP_DIM, seed: int = 0) -> np.ndarray:
+    """Randomly projected TF-IDF rows (float32, n x dim, L2-normalised; an empty text is a zero row).
+
+    The projection is a count sketch: every hashed bucket goes to ONE output coordinate with a
+    random sign, so no term is lost (a sparse Gaussian-style projection at the usual density
+    drops about a third of the terms of a short text) and inner products are kept in expectation."""
+    from scipy.sparse import csr_matrix
     from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
 
-    n = len(texts)
-    counts = HashingVectorizer(ngram_range=(1, 2), n_features=LSA_HASH_FEATURES, alternate_sign=False,
+    counts = HashingVectorizer(ngram_range=(1, 2), n_features=RP_HASH_FEATURES, alternate_sign=False,
                                norm=None, dtype=np.float32).transform(texts)
-    used = np.unique(counts.indices)  # only buckets some text hits: the SVD works on these columns
-    if used.size < 2 or n < 2:  # one row, or (almost) no word at all: nothing to project
-        return np.zeros((n, 1), dtype=np.float32)
-    tfidf = TfidfTransformer(sublinear_tf=True).fit_transform(counts[:, used]).astype(np.float32)
-    fit = tfidf
-    if n > fit_rows:
-        fit = tfidf[np.sort(np.random.default_rng(seed).choice(n, fit_rows, replace=False))]
-    d = max(1, min(dim, fit.shape[0] - 1, fit.shape[1] - 1))
-    z = TruncatedSVD(d, algorithm="randomized", n_iter=5, random_state=seed).fit(fit).transform(tfidf)
+    tfidf = TfidfTransformer(sublinear_tf=True).fit_transform(counts).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    sketch = csr_matrix((rng.choice(np.array([-1.0, 1.0], dtype=np.float32), RP_HASH_FEATURES),
+                         (np.arange(RP_HASH_FEATURES), rng.integers(0, dim, RP_HASH_FEATURES))),
+                        shape=(RP_HASH_FEATURES, dim))
+    z = np.asarray((tfidf @ sketch).todense(), dtype=np.float32)
     norms = np.linalg.norm(z, axis=1, keepdims=True)
-    return (z / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+    return z / np.where(norms > 0, norms, 1.0)
 
 
 def embed_texts(texts: list[str], name: str = "minilm", batch_size: int = 64, device: str = "cpu",
@@ -128,8 +128,8 @@ def embed_texts(texts: list[str], name: str = "minilm", batch_size: int = 64, de
     texts = [t if isinstance(t, str) else "" for t in texts]
     if name == "tfidf":
         return embed_tfidf(texts)
-    if name == "lsa":
-        return embed_lsa(texts)
+    if name == "tfidf_rp":
+        return embed_tfidf_rp(texts)
     path = resolve_embedder_path(name, models_dir)
     log.info("embedding %d texts with %s", len(texts), path)
     return embed_transformer(texts, path, batch_size=batch_size, device=device, progress=progress)
