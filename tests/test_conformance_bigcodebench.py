@@ -68,6 +68,9 @@ TOP_LEVEL = {
     "top_os_exit": "\nimport os as _cb_os\n_cb_os._exit(0)\n",
     "top_syntax_error": "\ndef _cb_broken(:\n    pass\n",
 }
+# programs that die abruptly: bigcodebench's `join` then waits out its whole task limit (242 s
+# per sample at the real limits, docs/evaluation.md), so the full-file run leaves them out
+ABRUPT = {"kills_itself", "top_os_exit"}
 # cost the whole limit: one task of the CI subset only
 SLOW = {"top_hang": ("top", "\nwhile True:\n    pass\n"),
         "sleep_past_limit": ("wrap", "    import time\n    time.sleep({t})\n    return _cb_orig(*a, **k)\n")}
@@ -77,13 +80,16 @@ def mutant(program: str, entry: str, body: str) -> str:
     return f"{program}\n_cb_orig = {entry}\n\ndef {entry}(*a, **k):\n{body}"
 
 
-def corpus(problems, slow_tasks: set[str], limit_s: float) -> list[tuple[object, int, str, str]]:
-    """(problem, index, solution, label): canonical + mutants (the slow ones for `slow_tasks`)."""
+def corpus(problems, slow_tasks: set[str], limit_s: float, abrupt: bool = True) -> list[tuple[object, int, str, str]]:
+    """(problem, index, solution, label): canonical + mutants (the slow ones for `slow_tasks`;
+    the ABRUPT ones only when `abrupt`)."""
     out = []
     for p in problems:
         sols = [("canonical", p.reference)]
         sols += [(m, mutant(p.reference, p.entry_point, b)) for m, b in MUTANTS.items()]
         sols += [(m, p.reference + code) for m, code in TOP_LEVEL.items()]
+        if not abrupt:
+            sols = [(m, sol) for m, sol in sols if m not in ABRUPT]
         if p.task_id in slow_tasks:
             for m, (kind, code) in SLOW.items():
                 code = code.format(t=limit_s + 4)
@@ -159,14 +165,14 @@ def our_verdicts(cfg, problems, items, limit_s: float, gt_s: float | None) -> di
 
 
 def check_conformance(tasks: dict[str, list[str] | None], tmp_path: Path, limit_s: float, gt_s: float | None,
-                      slow_tasks: set[str]) -> dict[str, int]:
+                      slow_tasks: set[str], abrupt: bool = True) -> dict[str, int]:
     """Score the corpus of the given tasks (None: all of a file) both ways; assert agreement;
     return how often each status occurred."""
     py = os.environ.get("CODEBLOCK_BCB_PYTHON", "")
     cfg = load_config(REPO / "params.yaml", ["eval.use_hub=false", "tracking.enabled=false",
                                              f"eval.bigcodebench_python={py}"])
     problems = official_problems(cfg, tasks, FILES)
-    items = corpus(problems, slow_tasks, limit_s)
+    items = corpus(problems, slow_tasks, limit_s, abrupt)
     labels = {f"{p.task_id}#{j}": label for p, j, _, label in items}
     samples = [{"task_id": p.task_id, "solution": sol, "key": f"{p.task_id}#{j}"} for p, j, sol, _ in items]
     theirs = oracle_verdicts(samples, [str(FILES[n]) for n in tasks], limit_s, gt_s, tmp_path)
@@ -203,7 +209,7 @@ def test_conformance_ci_subset(tmp_path):
 def test_conformance_all_tasks(name, tmp_path):
     from codeblock.evaluate.bcb_plan import TASK_LIMIT_S
 
-    check_conformance({name: None}, tmp_path, TASK_LIMIT_S, None, set())
+    check_conformance({name: None}, tmp_path, TASK_LIMIT_S, None, set(), abrupt=False)
 
 
 def _defaults(module_file: Path, func: str) -> dict[str, object]:
