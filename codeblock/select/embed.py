@@ -12,16 +12,16 @@ cosine similarity. `name` picks the embedder (`filter.embedder`):
   themselves; no model files at all. Returns a sparse matrix, so its kNN is exact sparse brute
   force: fine to ~20K rows, quadratic beyond.
 - `tfidf_rp`: TF-IDF made scalable, for large pools on CPU: hashed word unigrams + bigrams
-  (`RP_HASH_FEATURES` buckets, no vocabulary in memory), sublinear TF-IDF, then a sparse random
-  projection to `RP_DIM` dense dimensions (fixed seed, nothing fitted). Cosines are TF-IDF's up
-  to the Johnson-Lindenstrauss error (~1/sqrt(RP_DIM)), whatever the pool size. Dense unit rows,
+  (`RP_HASH_FEATURES` buckets, no vocabulary in memory), sublinear TF-IDF, then a count sketch
+  to `RP_DIM` dense dimensions (fixed seed, nothing fitted). Cosines are TF-IDF's up to an error
+  of order 1/sqrt(RP_DIM), whatever the pool size. Dense unit rows,
   so the kNN runs in faiss. About a minute for 300K instructions on 2 cores, where MiniLM needs
   hours (docs/scale-out.md has the comparison with MiniLM and with a truncated SVD).
 - anything else: a local folder or hub id of a sentence-embedding model, embedded the same way
   as `minilm` (mean pooling + normalisation).
 
 `knn_longtail(emb, k)` is the DS2-style rarity: mean(1 - cos) to the k nearest other rows. Dense
-rows go to faiss's exact inner-product index when faiss is installed (a dependency; 1.8x faster
+rows go to faiss's exact inner-product index when faiss is installed (a dependency; 1.65x faster
 than the numpy path on 20K x 256, measured by benchmarks/bench_knn.py); sparse rows, and dense
 ones without faiss, take a blocked float32 numpy brute force with bounded memory.
 """
