@@ -12,7 +12,8 @@ syntax error and a hang) are scored twice:
 Every status must agree. The CI subset uses tasks whose libraries the project's venv has and a
 10 s task limit (bigcodebench's TIMEOUT_LIMIT, 240 s, set to 10 on both sides; no canonical
 verdict of the subset depends on it); `-m slow` runs every task of both files with the real limits,
-from the interpreter named by CODEBLOCK_BCB_PYTHON (the evaluation venv; default: this one).
+from the interpreter named by CODEBLOCK_BCB_PYTHON (the evaluation venv; default: this one);
+CODEBLOCK_BCB_CONFORMANCE_TASKS=N limits it to a seeded random sample of N tasks per file.
 
 Needs the official files in the folder named by CODEBLOCK_OFFICIAL_DATA (BigCodeBench-v0.1.4.jsonl.gz,
 BigCodeBench-Hard-v0.1.4.jsonl.gz; CI sets it) and bigcodebench; skipped otherwise. Programs that
@@ -207,9 +208,23 @@ def test_conformance_ci_subset(tmp_path):
 @needs_data
 @pytest.mark.parametrize("name", ["bigcodebench_full", "bigcodebench_hard"])
 def test_conformance_all_tasks(name, tmp_path):
+    """Every task of the file; CODEBLOCK_BCB_CONFORMANCE_TASKS=N scores a seeded random sample of
+    N tasks instead (the whole of BigCodeBench takes hours on a small machine)."""
     from codeblock.evaluate.bcb_plan import TASK_LIMIT_S
 
-    check_conformance({name: None}, tmp_path, TASK_LIMIT_S, None, set(), abrupt=False)
+    n = int(os.environ.get("CODEBLOCK_BCB_CONFORMANCE_TASKS") or 0)
+    tasks = sample_task_ids(FILES[name], n) if n > 0 else None
+    seen = check_conformance({name: tasks}, tmp_path, TASK_LIMIT_S, None, set(), abrupt=False)
+    print(f"{name}: {sum(seen.values())} samples of {len(tasks) if tasks else 'all'} tasks agree: {seen}")
+
+
+def sample_task_ids(path: Path, n: int, seed: int = 0) -> list[str]:
+    import gzip
+    import random
+
+    with gzip.open(path, "rt") as f:
+        ids = sorted(json.loads(line)["task_id"] for line in f if line.strip())
+    return sorted(random.Random(seed).sample(ids, min(n, len(ids))), key=lambda t: int(t.rsplit("/", 1)[1]))
 
 
 def _defaults(module_file: Path, func: str) -> dict[str, object]:

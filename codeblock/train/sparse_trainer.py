@@ -234,8 +234,6 @@ def build_trainer(cfg, model, dataset: MicroBatches, output_dir: str | Path, *, 
     return trainer
 
 
-
-
 def save_final_model(trainer: SparseLossTrainer, output_dir: str | Path, main: bool) -> None:
     """Full weights of the trained model into `output_dir`; every process must call it.
 
@@ -248,6 +246,24 @@ def save_final_model(trainer: SparseLossTrainer, output_dir: str | Path, main: b
     if trainer.is_fsdp_enabled and plugin is not None and "FULL_STATE_DICT" not in str(plugin.state_dict_type):
         state = trainer.accelerator.get_state_dict(trainer.model)
         if main:
+            # the gather returns tied parameters (lm_head = embed_tokens) as separate tensors, which
+            # save_pretrained no longer recognises as shared: keep one name per parameter, as
+            # save_model does (measured on a tied tiny Llama under FSDP2: an extra lm_head.weight)
+            for name in tied_aliases(trainer.model):
+                state.pop(name, None)
             trainer._save(str(output_dir), state_dict=state)
         return
     trainer.save_model(str(output_dir))
+
+
+def tied_aliases(model: torch.nn.Module) -> list[str]:
+    """Names under which an already-listed parameter appears again (tied weights), in
+    `named_parameters` order: the first name of each parameter is kept."""
+    first: dict[int, str] = {}
+    aliases = []
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in first:
+            aliases.append(name)
+        else:
+            first[id(p)] = name
+    return aliases
