@@ -38,3 +38,30 @@ def test_an_error_mid_stream_leaves_the_old_file_and_no_temp(tmp_path):
             raise RuntimeError("worker died")
     assert read_parquet_metadata(dest) == {"stage": "old"} and pq.read_table(dest).num_rows == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.parquet"]
+
+
+def test_failing_one_shot_writes_leave_the_old_file_and_no_temp(tmp_path, monkeypatch):
+    from codeblock.core.io import atomic_write_bytes
+
+    dest, blob = tmp_path / "out.parquet", tmp_path / "out.bin"
+    write_parquet(dest, pa.Table.from_pylist(rows(0, 3), schema=SCHEMA), {"stage": "old"})
+    atomic_write_bytes(blob, b"old")
+    with pytest.raises(TypeError):
+        atomic_write_bytes(blob, "not bytes")
+    with pytest.raises(OSError, match="disk full"):
+        with monkeypatch.context() as m:
+            def full(table, where, **kw):
+                open(where, "wb").write(b"PAR1 half")
+                raise OSError("disk full")
+            m.setattr(pq, "write_table", full)
+            write_parquet(dest, pa.Table.from_pylist(rows(0, 9), schema=SCHEMA), {"stage": "new"})
+    assert blob.read_bytes() == b"old"
+    assert read_parquet_metadata(dest) == {"stage": "old"} and pq.read_table(dest).num_rows == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin", "out.parquet"]
+
+
+def test_a_writer_that_cannot_open_leaves_no_temp(tmp_path):
+    with pytest.raises((TypeError, pa.ArrowException, ValueError)):
+        with ParquetStream(tmp_path / "x.parquet", "not a schema"):
+            pass
+    assert list(tmp_path.iterdir()) == []

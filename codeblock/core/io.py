@@ -6,10 +6,12 @@ interrupted stage never leaves a half-written output and never clobbers the prev
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,18 +40,25 @@ def require_input(path: str | os.PathLike, what: str, make: str) -> Path:
     return p
 
 
-def atomic_write_bytes(dest: str | os.PathLike, data: bytes) -> Path:
+@contextlib.contextmanager
+def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
+    """A new empty temp file beside `dest` to write to; it replaces `dest` when the block ends
+    without an error and is removed otherwise (`dest` then stays as it was)."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        yield Path(tmp)
         os.replace(tmp, dest)
-    except BaseException:
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
-    return dest
+
+
+def atomic_write_bytes(dest: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
+    return Path(dest)
 
 
 def atomic_write_text(dest: str | os.PathLike, text: str) -> Path:
@@ -72,17 +81,9 @@ def write_parquet(dest: str | os.PathLike, table, metadata: dict[str, Any] | Non
         meta = dict(table.schema.metadata or {})
         meta[b"codeblock"] = json.dumps(metadata, sort_keys=True, default=str).encode()
         table = table.replace_schema_metadata(meta)
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(dest) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dest
+    return Path(dest)
 
 
 class ParquetStream:
@@ -101,10 +102,13 @@ class ParquetStream:
     def __enter__(self) -> ParquetStream:
         import pyarrow.parquet as pq
 
-        self.dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._tmp = tempfile.mkstemp(dir=self.dest.parent, prefix=f".{self.dest.name}.", suffix=".tmp")
-        os.close(fd)
-        self._writer = pq.ParquetWriter(self._tmp, self.schema)
+        self._target = atomic_path(self.dest)
+        tmp = self._target.__enter__()
+        try:
+            self._writer = pq.ParquetWriter(tmp, self.schema)
+        except BaseException as e:
+            self._target.__exit__(type(e), e, e.__traceback__)
+            raise
         return self
 
     def write(self, rows: list[dict]) -> None:
@@ -128,10 +132,10 @@ class ParquetStream:
                     self._writer.add_key_value_metadata(
                         {"codeblock": json.dumps(self.metadata, sort_keys=True, default=str)})
             self._writer.close()
-            if exc_type is None:
-                os.replace(self._tmp, self.dest)
-        finally:
-            Path(self._tmp).unlink(missing_ok=True)
+        except BaseException as e:
+            self._target.__exit__(type(e), e, e.__traceback__)
+            raise
+        self._target.__exit__(exc_type, exc, tb)
 
 
 def read_parquet_metadata(path: str | os.PathLike) -> dict[str, Any]:
