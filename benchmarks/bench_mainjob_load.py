@@ -1,6 +1,6 @@
 """Main-job wall time vs `model.torch_threads`, alone and next to a competing CPU load.
 
-    .venv/bin/python benchmarks/bench_mainjob_load.py [--threads -1 0] [--load 2] [--keep DIR]
+    .venv/bin/python benchmarks/bench_mainjob_load.py [--threads -1 0] [--load 2] [--methods M ...] [--keep DIR]
 
 Each run is the whole main job (`python -m flows.pipeline --params params.yaml`, what `make run`
 starts) in a fresh clone of this repository's HEAD, so no stage output or cache is reused. The
@@ -10,8 +10,10 @@ conversion is not timed); MLflow and Prefect write inside the clone. For each va
 `--threads` (-1 = torch's default, every core: the behaviour before the setting existed; 0 = the
 documented default, half the CPUs) it runs once alone and once while `--load` busy-looping
 processes compete for the CPUs. OMP_NUM_THREADS/MKL_NUM_THREADS are removed from the environment
-so torch's own default applies to -1. Prints a table of wall minutes and the loaded/alone ratio.
-Takes about an hour and a half on 2 cores; run it on an otherwise idle machine.
+so torch's own default applies to -1. `--methods codeblock` runs the job for one method (the
+default, both methods of params.yaml, runs the model stages twice and takes ~22 min alone on 2
+cores). Prints a table of wall minutes and the loaded/alone ratio. Run it on an otherwise idle
+machine: the four runs take one to three hours on 2 cores.
 """
 
 from __future__ import annotations
@@ -41,13 +43,13 @@ def make_clone(work: Path, tag: str) -> Path:
     return dest
 
 
-def run_job(clone: Path, threads: int, log: Path) -> float:
+def run_job(clone: Path, threads: int, methods: list[str], log: Path) -> float:
     env = {k: v for k, v in os.environ.items()
            if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MLFLOW_TRACKING_URI", "PREFECT_API_URL")}
     env["PREFECT_HOME"] = str(clone / ".prefect")
     env["PATH"] = f"{ROOT / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     cmd = [str(ROOT / ".venv" / "bin" / "python"), "-m", "flows.pipeline", "--params", "params.yaml",
-           "-S", f"model.torch_threads={threads}"]
+           "-S", f"model.torch_threads={threads}", *(["--methods", *methods] if methods else [])]
     t0 = time.perf_counter()
     with log.open("w") as out:
         rc = subprocess.run(cmd, cwd=clone, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
@@ -61,12 +63,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, nargs="+", default=[-1, 0])
     ap.add_argument("--load", type=int, default=2, help="busy-looping processes of the competing load")
+    ap.add_argument("--methods", nargs="*", default=None, help="default: pipeline.methods of params.yaml")
     ap.add_argument("--keep", type=Path, default=None, help="keep clones and logs here (default: a temp dir)")
     args = ap.parse_args(argv)
     work = args.keep or Path(tempfile.mkdtemp(prefix="mainjob-load-"))
     work.mkdir(parents=True, exist_ok=True)
-    print(f"main job, {os.cpu_count()} CPU(s), competing load: {args.load} busy process(es); logs in {work}",
-          flush=True)
+    print(f"main job (methods: {args.methods or 'params.yaml'}), {os.cpu_count()} CPU(s), competing load: "
+          f"{args.load} busy process(es); logs in {work}", flush=True)
     rows = []
     try:
         for t in args.threads:
@@ -76,7 +79,7 @@ def main(argv=None) -> int:
                 clone = make_clone(work, tag)
                 hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(load)]
                 try:
-                    times.append(run_job(clone, t, work / f"{tag}.log"))
+                    times.append(run_job(clone, t, args.methods, work / f"{tag}.log"))
                 finally:
                     for h in hogs:
                         h.kill()
