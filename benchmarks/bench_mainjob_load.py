@@ -64,6 +64,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, nargs="+", default=[-1, 0])
     ap.add_argument("--load", type=int, default=2, help="busy-looping processes of the competing load")
     ap.add_argument("--methods", nargs="*", default=None, help="default: pipeline.methods of params.yaml")
+    ap.add_argument("--loaded-first", action="store_true", help="run the loaded run before the one alone")
     ap.add_argument("--keep", type=Path, default=None, help="keep clones and logs here (default: a temp dir)")
     args = ap.parse_args(argv)
     work = args.keep or Path(tempfile.mkdtemp(prefix="mainjob-load-"))
@@ -74,7 +75,7 @@ def main(argv=None) -> int:
     try:
         for t in args.threads:
             times = []
-            for load in (0, args.load):
+            for load in ((args.load, 0) if args.loaded_first else (0, args.load)):
                 tag = f"t{t}-load{load}"
                 clone = make_clone(work, tag)
                 hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(load)]
@@ -85,7 +86,7 @@ def main(argv=None) -> int:
                         h.kill()
                         h.wait()
                 print(f"  torch_threads={t} load={load}: {times[-1] / 60:.1f} min", flush=True)
-            rows.append((t, *times))
+            rows.append((t, *(times[::-1] if args.loaded_first else times)))
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
