@@ -104,7 +104,7 @@ class FilterConfig:
     keep: float = f(96, "Pairs kept after ranking: a fraction if <= 1, else a count (CPU default 96; "
                                 "profiles/paper.yaml keeps all).")
     embedder: str = f("minilm", "minilm (offline all-MiniLM-L6-v2) | tfidf (sparse, to ~20K rows) | tfidf_rp "
-                                  "(hashed TF-IDF, random projection to 512 dims, for 100K+ rows on CPU) | a "
+                                  "(hashed TF-IDF, count sketch to 512 dims, for 100K+ rows on CPU) | a "
                                   "sentence-embedding model path/id.")
     embed_batch_size: int = f(64, "Batch size of the instruction embedder.", volatile=True)
     decontam_ngram: int = f(13, "Drop pairs sharing an n-gram of this many words with an eval problem.")
