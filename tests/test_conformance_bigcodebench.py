@@ -13,7 +13,10 @@ Every status must agree. The CI subset uses tasks whose libraries the project's 
 10 s task limit (bigcodebench's TIMEOUT_LIMIT, 240 s, set to 10 on both sides; no canonical
 verdict of the subset depends on it); `-m slow` runs every task of both files with the real limits,
 from the interpreter named by CODEBLOCK_BCB_PYTHON (the evaluation venv; default: this one);
-CODEBLOCK_BCB_CONFORMANCE_TASKS=N limits it to a seeded random sample of N tasks per file.
+CODEBLOCK_BCB_CONFORMANCE_TASKS=N limits it to a seeded random sample of N tasks per file, and
+CODEBLOCK_BCB_CONFORMANCE_CACHE=DIR keeps each side's verdicts there, chunk by chunk, so a run of
+several hours can be stopped and resumed (a chunk's key covers the samples, the limits, the
+interpreter, bigcodebench's version and our evaluation code).
 
 Needs the official files in the folder named by CODEBLOCK_OFFICIAL_DATA (BigCodeBench-v0.1.4.jsonl.gz,
 BigCodeBench-Hard-v0.1.4.jsonl.gz; CI sets it) and bigcodebench; skipped otherwise. Programs that
@@ -22,11 +25,14 @@ need loopback networking are not in the corpus (see docs/evaluation.md).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -165,19 +171,95 @@ def our_verdicts(cfg, problems, items, limit_s: float, gt_s: float | None) -> di
     return {f"{r['task_id']}#{r['sample']}": r["status"] for r in recs}
 
 
+CHUNK_TASKS = 10  # tasks per resumable chunk of the slow run
+
+
+def _code_version() -> str:
+    """Hash of our evaluation code and bigcodebench's version: a cached verdict of either side is
+    reused only while both are unchanged."""
+    import importlib.metadata
+
+    h = hashlib.sha256(importlib.metadata.version("bigcodebench").encode())
+    for f in sorted((REPO / "codeblock" / "evaluate").rglob("*.py")):
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def cached(side: str, problems: dict[str, object], samples: list[dict], limit_s: float, gt_s: float | None,
+           compute) -> dict[str, str]:
+    """compute(samples) -> verdicts, kept per task under CODEBLOCK_BCB_CONFORMANCE_CACHE when set.
+    A task's key covers its test, code prompt and samples, so the Hard file reuses the full
+    file's verdicts of the same tasks (and the other way round)."""
+    folder = os.environ.get("CODEBLOCK_BCB_CONFORMANCE_CACHE")
+    if not folder:
+        return compute(samples)
+    by_task: dict[str, list[dict]] = {}
+    for smp in samples:
+        by_task.setdefault(smp["task_id"], []).append(smp)
+    version = _code_version()
+    out: dict[str, str] = {}
+    todo: dict[str, Path] = {}
+    for tid, ss in by_task.items():
+        p = problems[tid]
+        key = json.dumps([side, oracle_python(), limit_s, gt_s, version, p.test, p.completion_prompt,
+                          p.entry_point, ss], sort_keys=True)
+        f = Path(folder) / f"{side}-{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+        if f.exists():
+            out |= json.loads(f.read_text())
+        else:
+            todo[tid] = f
+    if todo:
+        got = compute([smp for smp in samples if smp["task_id"] in todo])
+        for tid, f in todo.items():
+            f.parent.mkdir(parents=True, exist_ok=True)
+            tmp = f.with_suffix(".tmp")
+            tmp.write_text(json.dumps({smp["key"]: got[smp["key"]] for smp in by_task[tid]}))
+            tmp.replace(f)
+        out |= got
+    return out
+
+
+def _oracle_for(samples, files, limit_s, gt_s, tmp_path):
+    return oracle_verdicts(samples, files, limit_s, gt_s, tmp_path)
+
+
+def _ours_for(samples, cfg, problems, items, limit_s, gt_s):
+    keys = {smp["key"] for smp in samples}
+    return our_verdicts(cfg, problems, [it for it in items if f"{it[0].task_id}#{it[1]}" in keys], limit_s, gt_s)
+
+
 def check_conformance(tasks: dict[str, list[str] | None], tmp_path: Path, limit_s: float, gt_s: float | None,
-                      slow_tasks: set[str], abrupt: bool = True) -> dict[str, int]:
-    """Score the corpus of the given tasks (None: all of a file) both ways; assert agreement;
-    return how often each status occurred."""
+                      slow_tasks: set[str], abrupt: bool = True, chunk_tasks: int | None = None) -> dict[str, int]:
+    """Score the corpus of the given tasks (None: all of a file) both ways, `chunk_tasks` tasks at
+    a time; assert agreement; return how often each status occurred."""
     py = os.environ.get("CODEBLOCK_BCB_PYTHON", "")
     cfg = load_config(REPO / "params.yaml", ["eval.use_hub=false", "tracking.enabled=false",
                                              f"eval.bigcodebench_python={py}"])
     problems = official_problems(cfg, tasks, FILES)
-    items = corpus(problems, slow_tasks, limit_s, abrupt)
-    labels = {f"{p.task_id}#{j}": label for p, j, _, label in items}
-    samples = [{"task_id": p.task_id, "solution": sol, "key": f"{p.task_id}#{j}"} for p, j, sol, _ in items]
-    theirs = oracle_verdicts(samples, [str(FILES[n]) for n in tasks], limit_s, gt_s, tmp_path)
-    ours = our_verdicts(cfg, problems, items, limit_s, gt_s)
+    files = [str(FILES[n]) for n in tasks]
+    by_id = {p.task_id: p for p in problems}
+    step = chunk_tasks or len(problems)
+    labels: dict[str, str] = {}
+    theirs: dict[str, str] = {}
+    ours: dict[str, str] = {}
+    samples: list[dict] = []
+    items: list = []
+    for c in range(0, len(problems), step):
+        t0 = time.time()
+        chunk_items = corpus(problems[c:c + step], slow_tasks, limit_s, abrupt)
+        chunk = [{"task_id": p.task_id, "solution": sol, "key": f"{p.task_id}#{j}"} for p, j, sol, _ in chunk_items]
+        work = tmp_path / f"chunk{c}"
+        work.mkdir()
+        theirs |= cached("bigcodebench", by_id, chunk, limit_s, gt_s,
+                         partial(_oracle_for, files=files, limit_s=limit_s, gt_s=gt_s, tmp_path=work))
+        ours |= cached("codeblock", by_id, chunk, limit_s, gt_s,
+                       partial(_ours_for, cfg=cfg, problems=problems, items=chunk_items, limit_s=limit_s, gt_s=gt_s))
+        labels |= {f"{p.task_id}#{j}": label for p, j, _, label in chunk_items}
+        samples += chunk
+        items += chunk_items
+        if step < len(problems):
+            print(f"tasks {c + 1}-{min(c + step, len(problems))} of {len(problems)}: {len(chunk)} samples, "
+                  f"{time.time() - t0:.0f} s", flush=True)
     assert set(ours) == set(theirs) == set(labels)
     diff = {k: (labels[k], theirs[k], ours[k]) for k in theirs if theirs[k] != ours[k]}
     if diff:
@@ -186,8 +268,7 @@ def check_conformance(tasks: dict[str, list[str] | None], tmp_path: Path, limit_
         print(f"re-running {len(diff)} differing samples: {diff}")
         rerun = tmp_path / "rerun"
         rerun.mkdir()
-        theirs2 = oracle_verdicts([s for s in samples if s["key"] in diff], [str(FILES[n]) for n in tasks],
-                                  limit_s, gt_s, rerun)
+        theirs2 = oracle_verdicts([s for s in samples if s["key"] in diff], files, limit_s, gt_s, rerun)
         ours2 = our_verdicts(cfg, problems, [it for it in items if f"{it[0].task_id}#{it[1]}" in diff], limit_s, gt_s)
         diff = {k: (labels[k], theirs2[k], ours2[k]) for k in diff if theirs2[k] != ours2[k]}
     assert not diff, f"{len(diff)}/{len(labels)} verdicts differ (label, bigcodebench, ours): {diff}"
@@ -214,7 +295,8 @@ def test_conformance_all_tasks(name, tmp_path):
 
     n = int(os.environ.get("CODEBLOCK_BCB_CONFORMANCE_TASKS") or 0)
     tasks = sample_task_ids(FILES[name], n) if n > 0 else None
-    seen = check_conformance({name: tasks}, tmp_path, TASK_LIMIT_S, None, set(), abrupt=False)
+    seen = check_conformance({name: tasks}, tmp_path, TASK_LIMIT_S, None, set(), abrupt=False,
+                             chunk_tasks=CHUNK_TASKS)
     print(f"{name}: {sum(seen.values())} samples of {len(tasks) if tasks else 'all'} tasks agree: {seen}")
 
 
