@@ -15,8 +15,10 @@ RSS, memory returned between stages as in the pipeline), on the same code the pi
     filter    decontamination, quality, exact + MinHash dedup, embeddings (filter.embedder) and the
               long-tail kNN, rank; filter.keep = --keep (default: every candidate)
     segment   tokenization, tree-sitter items, def-use graph (segment.workers processes)
-    select    synthetic per-token scores (a gamma draw per response token, standing in for the
-              score stage) joined to the segments, data-flow rerank, budgeted selection, labels
+    scores    a synthetic score cache (a gamma draw per response token, standing in for the
+              GPU score stage), written in the cache's own layout (shards + index.json)
+    select    `codeblock select` itself: segments and scores streamed from disk, data-flow
+              rerank, budgeted selection, labels
 
 The table gives seconds, peak RSS of the stage process (and of its worker processes), and the
 cost per pair, and that cost times 300K (linear; the long-tail kNN inside `filter` grows as N^2,
@@ -38,7 +40,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("data", "filter", "segment", "select")
+STAGES = ("data", "filter", "segment", "scores", "select")
 
 
 def _vm_hwm_mb() -> float:
@@ -104,23 +106,47 @@ def stage_segment(cfg) -> dict:
     return {"rows_in": m["samples"], "rows_out": m["samples"] - m["dropped_samples"]}
 
 
-def stage_select(cfg) -> dict:
+def stage_scores(cfg) -> dict:
+    """A synthetic score cache for the segmented pool (a gamma draw per response token, standing
+    in for stage 3), written as the score stage writes it: shards of score.shard_size rows and
+    index.json, so select reads it through its own streaming reader."""
     import numpy as np
     import pyarrow.parquet as pq
 
+    from codeblock.core.io import write_json, write_parquet
+    from codeblock.select.score_cache import model_key, scores_dir, shard_path, shard_table
+
+    folder, key = scores_dir(cfg), model_key(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    pf = pq.ParquetFile(cfg.paths.segments)
+    names, rows, tokens, n = [], [], 0, 0
+    cols = ["id", "input_ids", "response_start", "response_end"]
+
+    def flush():
+        if rows:
+            path = shard_path(folder, len(names))
+            write_parquet(path, shard_table(rows, False), {"stage": "score", "model_key": key, "shard": len(names)})
+            names.append(path.name)
+            rows.clear()
+
+    for b in pf.iter_batches(batch_size=cfg.score.shard_size, columns=cols):
+        for r in b.to_pylist():
+            m = r["response_end"] - r["response_start"]
+            g = rng.gamma(1.0, 0.4, m).astype(np.float32)
+            rows.append({**r, "sample_hash": "", "gce": g, "ce": g})
+            tokens += len(r["input_ids"])
+            n += 1
+        flush()
+    write_json(folder / "index.json", {"model_key": key, "samples": n, "shards": names})
+    return {"rows_in": n, "rows_out": n, "pool_tokens": tokens}
+
+
+def stage_select(cfg) -> dict:
     from codeblock.select.methods import run_select
 
-    seg = pq.read_table(cfg.paths.segments, columns=["id", "input_ids", "response_start", "response_end"])
-    rng = np.random.default_rng(0)
-    scores = {}
-    tokens = 0
-    for r in seg.to_pylist():
-        n = r["response_end"] - r["response_start"]
-        tokens += len(r["input_ids"])
-        scores[r["id"]] = {"input_ids": np.asarray(r["input_ids"], np.int32), "response_start": r["response_start"],
-                           "response_end": r["response_end"], "gce": rng.gamma(1.0, 0.4, n).astype(np.float32)}
-    res = run_select(cfg, "codeblock", scores=scores)
-    return {"rows_in": seg.num_rows, "rows_out": len(res["outputs"]) and seg.num_rows, "pool_tokens": tokens}
+    res = run_select(cfg, "codeblock")  # segments and the score cache, from disk, as `codeblock select`
+    return {"rows_in": res["metrics"]["samples"], "rows_out": res["metrics"]["samples"]}
 
 
 def child(stage: str, work: Path, overrides: list[str], n: int) -> dict:
@@ -129,7 +155,8 @@ def child(stage: str, work: Path, overrides: list[str], n: int) -> dict:
     cfg = load_config(ROOT / "params.yaml", overrides)
     t0 = time.perf_counter()
     info = {"offline": lambda: stage_offline(cfg), "data": lambda: stage_data(cfg, n), "filter": lambda: stage_filter(cfg),
-            "segment": lambda: stage_segment(cfg), "select": lambda: stage_select(cfg)}[stage]()
+            "segment": lambda: stage_segment(cfg), "scores": lambda: stage_scores(cfg),
+            "select": lambda: stage_select(cfg)}[stage]()
     info.update(stage=stage, seconds=time.perf_counter() - t0, peak_rss_mb=_vm_hwm_mb(),
                 workers_peak_rss_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
     return info

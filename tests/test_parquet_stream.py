@@ -29,6 +29,14 @@ def test_streamed_file_equals_one_shot_file(tmp_path):
     assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [12, 12, 12, 9]
 
 
+def test_write_table_keeps_row_order_after_buffered_rows(tmp_path):
+    with ParquetStream(tmp_path / "s.parquet", SCHEMA, group_rows=10) as sink:
+        sink.write(rows(0, 3))  # buffered, below group_rows: flushed before the table
+        sink.write_table(pa.Table.from_pylist(rows(3, 20), schema=SCHEMA))
+        sink.write(rows(20, 22))
+    assert pq.read_table(tmp_path / "s.parquet").to_pylist() == rows(0, 22) and sink.rows == 22
+
+
 def test_an_error_mid_stream_leaves_the_old_file_and_no_temp(tmp_path):
     dest = tmp_path / "out.parquet"
     write_parquet(dest, pa.Table.from_pylist(rows(0, 3), schema=SCHEMA), {"stage": "old"})

@@ -14,7 +14,7 @@ import pytest
 
 from codeblock.select.gce import gce_from_logp, make_batches
 from codeblock.select.score import run_score
-from codeblock.select.score_cache import load_scores
+from codeblock.select.score_cache import ScoreLookup, load_scores
 
 ROWS = [
     ("s0", "Add two numbers.", "```python\ndef add(a, b):\n    return a + b\n```"),
@@ -85,6 +85,11 @@ def test_gce_matches_direct_computation(scfg, tokenizer, monkeypatch):
     res = run_score(scfg, progress=False)
     scores = load_scores(scfg)
     assert set(scores) == {r[0] for r in ROWS}
+    lookup = ScoreLookup(scfg)  # select's reader: the same rows, one shard held at a time
+    assert len(lookup) == len(scores) and lookup.get("nope") is None
+    for id_ in [r[0] for r in ROWS][::-1]:  # out of shard order too
+        got, want = lookup.get(id_), scores[id_]
+        assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want)
     q = scfg.score.gce_q
     spread = []
     for id_, ins, resp in ROWS:

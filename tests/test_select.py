@@ -222,6 +222,30 @@ def pc_sum(col):
     return pc.sum(col).as_py()
 
 
+def test_streamed_batches_give_the_labels_of_one_batch(cfg, pool_segments, monkeypatch):
+    """select walks the segments in batches (twice): any batch size gives the same files, with
+    dropped rows in between and budget groups (per-sample scope) across batch edges."""
+    import codeblock.select.labels as L
+
+    _, segs, scores = pool_segments
+    segs = [dict(s, dropped=True) if k % 50 == 7 else s for k, s in enumerate(segs)]
+    write_segments(cfg, segs)
+    cfg.tracking.enabled = False
+    out = {}
+    for rows in (10**6, 37):
+        monkeypatch.setattr(L, "SEGMENT_BATCH_ROWS", rows)
+        for scope in ("global", "per_sample"):
+            cfg.select.scope, cfg.paths.labels_dir = scope, str(Path(cfg.paths.labels_dir).parent / f"b{rows}")
+            m = run_select(cfg, "codeblock", scores=scores)["metrics"]
+            d = Path(cfg.paths.labels_dir) / "codeblock"
+            out[rows, scope] = (m, pq.read_table(d / "labels.parquet").to_pylist(),
+                                pq.read_table(d / "items.parquet").to_pandas(), (d / "prose_words.json").read_text())
+    for scope in ("global", "per_sample"):
+        one, many = out[10**6, scope], out[37, scope]
+        assert one[0] == many[0] and one[1] == many[1] and one[2].equals(many[2]) and one[3] == many[3]
+        assert one[0]["samples"] == sum(not s["dropped"] for s in segs) < len(segs) and one[0]["supervised_tokens"] > 0
+
+
 def test_priority_prefers_high_utility_and_reach(cfg, pool_segments):
     _, segs, scores = pool_segments
     write_segments(cfg, segs)
@@ -295,8 +319,11 @@ def word_segments():
     return segs, g
 
 
-def test_prose_words_whole_and_boilerplate_discounted(cfg):
+@pytest.mark.parametrize("key_shift", [0, -(2 ** 62)])  # sentence keys are signed 64-bit hashes
+def test_prose_words_whole_and_boilerplate_discounted(cfg, key_shift):
     segs, g = word_segments()
+    for r in segs:
+        r["prose_word_sentence"] = [k + key_shift for k in r["prose_word_sentence"]]
     cfg.select.budget, cfg.select.nl_share, cfg.select.tau = 0.2, 0.5, 0.0  # 30 tokens: budget 6, prose 3
     # rho = 1: "here" recurs in 3 samples -> .95/3, .9/3, .8/3 < outerlist .75, stable .35, sorting .3
     # prose budget 3: outerlist (2 tokens), then stable (1): 3 tokens; both of outerlist's pieces

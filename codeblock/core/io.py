@@ -117,6 +117,12 @@ class ParquetStream:
         if len(self._buf) >= self.group_rows:
             self._flush()
 
+    def write_table(self, table) -> None:
+        """Append a pyarrow Table of this schema as it is (after any buffered rows)."""
+        self._flush()
+        self._writer.write_table(table)
+        self.rows += table.num_rows
+
     def _flush(self) -> None:
         import pyarrow as pa
 

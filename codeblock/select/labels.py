@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from codeblock.stages import stage_hash
 
 FULL_TOKEN_METHODS = ("full", "full_filtered", "ds2")  # their budget is every response token
 TOP_WORDS = 100  # prose words listed in prose_words.json
+GROUP_ROWS = 2048  # label rows per parquet row group (what the writer holds at once)
+SEGMENT_BATCH_ROWS = 4096  # segment rows select holds at once
 
 
 @dataclass
@@ -46,7 +49,7 @@ class Sample:
 @dataclass
 class Selection:
     method: str
-    samples: list[Sample]
+    samples: Iterable[Sample]  # a list, or a one-shot iterator the writer streams
     extra: dict = field(default_factory=dict)  # method-specific numeric stats
     items: object = None  # optional pyarrow Table of per-item details
     inputs: dict = field(default_factory=dict)  # input path -> sha256, for provenance
@@ -110,12 +113,11 @@ def _list_array(arrays: list[np.ndarray]):
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))
 
 
-def selection_stats(sel: Selection, budget: float) -> dict[str, float]:
-    n = len(sel.samples)
-    resp = np.array([s.n_response for s in sel.samples], dtype=np.float64)
-    sup = np.array([0 if s.selected is None else len(s.selected) for s in sel.samples], dtype=np.float64)
-    code = float(sum(s.n_code for s in sel.samples))
-    prose = float(sum(s.n_prose for s in sel.samples))
+def selection_stats(counts: dict[str, np.ndarray], extra: dict, budget: float) -> dict[str, float]:
+    """The label set's metrics from its per-sample counts (`_write_labels`) and the method's extra."""
+    resp, sup = counts["response"].astype(np.float64), counts["supervised"].astype(np.float64)
+    n = len(resp)
+    code, prose = float(counts["code"].sum()), float(counts["prose"].sum())
     ratio = np.divide(sup, resp, out=np.zeros_like(sup), where=resp > 0)
     total_sup, total_resp = float(sup.sum()), float(resp.sum())
     g = total_sup / total_resp if total_resp else 0.0
@@ -130,7 +132,7 @@ def selection_stats(sel: Selection, budget: float) -> dict[str, float]:
         "code_tokens": code,
         "prose_tokens": prose,
         "prose_share": prose / total_sup if total_sup else 0.0,
-        "items_selected": float(sum(s.n_items for s in sel.samples)),
+        "items_selected": float(counts["items"].sum()),
         "samples_zero_supervision": float((sup == 0).sum()),
         "samples_zero_supervision_share": float((sup == 0).mean()) if n else 0.0,
         "sample_ratio_mean": float(ratio.mean()) if n else 0.0,
@@ -143,42 +145,67 @@ def selection_stats(sel: Selection, budget: float) -> dict[str, float]:
         "sample_ratio_p90": float(q[4]),
         "sample_ratio_max": float(ratio.max()) if n else 0.0,
     }
-    stats.update({k: float(v) for k, v in sel.extra.items()})
+    stats.update({k: float(v) for k, v in extra.items()})
     return stats
 
 
-def write_selection(cfg, sel: Selection) -> dict:
-    """Write labels.parquet, stats.json, ratios.csv (and items.parquet) for one method; log to MLflow."""
+def _write_labels(sink, samples: Iterable[Sample]) -> dict[str, np.ndarray]:
+    """Stream the samples' (id, input_ids, labels) rows into `sink` (a ParquetStream), GROUP_ROWS
+    at a time; return the per-sample counts the metrics and ratios.csv are made of."""
     import pyarrow as pa
 
-    from codeblock.core.io import atomic_write_text, write_json, write_parquet
+    cols: dict[str, list] = {k: [] for k in ("id", "response", "supervised", "code", "prose", "items")}
+    group: list[Sample] = []
+
+    def flush() -> None:
+        if group:
+            sink.write_table(pa.table({"id": pa.array([s.id for s in group], pa.string()),
+                                       "input_ids": _list_array([s.input_ids for s in group]),
+                                       "labels": _list_array([labels_for(s) for s in group])}, schema=sink.schema))
+            group.clear()
+
+    for s in samples:
+        group.append(s)
+        cols["id"].append(s.id)
+        cols["response"].append(s.n_response)
+        cols["supervised"].append(0 if s.selected is None else len(s.selected))
+        cols["code"].append(s.n_code)
+        cols["prose"].append(s.n_prose)
+        cols["items"].append(s.n_items)
+        if len(group) >= GROUP_ROWS:
+            flush()
+    flush()
+    return {k: (v if k == "id" else np.asarray(v, dtype=np.int64)) for k, v in cols.items()}
+
+
+def write_selection(cfg, sel: Selection) -> dict:
+    """Write labels.parquet, stats.json, ratios.csv (and items.parquet) for one method; log to MLflow.
+    `sel.samples` is read once, as a stream: its labels go to disk a row group at a time."""
+    import pyarrow as pa
+
+    from codeblock.core.io import ParquetStream, atomic_write_text, write_json, write_parquet
     from codeblock.core.tracking import stage_run
 
     out_dir = Path(cfg.paths.labels_dir) / sel.method
     budget = 1.0 if sel.method.split("+")[0] in FULL_TOKEN_METHODS else cfg.select.budget
-    stats = selection_stats(sel, budget)
-    table = pa.table({
-        "id": pa.array([s.id for s in sel.samples], pa.string()),
-        "input_ids": _list_array([s.input_ids for s in sel.samples]),
-        "labels": _list_array([labels_for(s) for s in sel.samples]),
-    })
-    meta = {
-        "stage": "select", "method": sel.method,
-        "config_hash": stage_hash(cfg, "select"),
-        "inputs": sel.inputs, "stats": stats,
-    }
+    schema = pa.schema([("id", pa.string()), ("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32()))])
     outputs = [str(out_dir / "labels.parquet"), str(out_dir / "stats.json"), str(out_dir / "ratios.csv")]
     params = {"select." + k: v for k, v in cfg.to_dict()["select"].items()}
     params["select.method"] = sel.method
     with stage_run(cfg, f"select-{sel.method}", params=params, tags={"codeblock.method": sel.method}) as tr:
-        write_parquet(out_dir / "labels.parquet", table, metadata=meta)
+        with ParquetStream(out_dir / "labels.parquet", schema, group_rows=GROUP_ROWS) as sink:
+            counts = _write_labels(sink, sel.samples)
+            stats = selection_stats(counts, sel.extra, budget)  # after the stream: extra may be filled by it
+            meta = {"stage": "select", "method": sel.method, "config_hash": stage_hash(cfg, "select"),
+                    "inputs": sel.inputs, "stats": stats}
+            sink.metadata = meta
         write_json(out_dir / "stats.json", stats)
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(["id", "response_tokens", "supervised_tokens", "code_tokens", "prose_tokens", "ratio"])
-        for s in sel.samples:
-            k = 0 if s.selected is None else len(s.selected)
-            w.writerow([s.id, s.n_response, k, s.n_code, s.n_prose, f"{k / s.n_response if s.n_response else 0.0:.6f}"])
+        for row in zip(counts["id"], *(counts[k].tolist() for k in ("response", "supervised", "code", "prose"))):
+            n_resp, k = row[1], row[2]
+            w.writerow([*row, f"{k / n_resp if n_resp else 0.0:.6f}"])
         atomic_write_text(out_dir / "ratios.csv", buf.getvalue())
         if sel.words:
             write_json(out_dir / "prose_words.json", {"top_words": [[w, c] for w, c in sel.words[:TOP_WORDS]],
@@ -206,14 +233,34 @@ def load_scores(cfg) -> dict[str, dict]:
     return _load(cfg)
 
 
-def join_scores(segments: list[dict], scores: dict[str, dict], path: str = "segments",
-                column: str = "gce") -> list[np.ndarray]:
+def segment_batches(path: str | Path, scores, column: str = "gce", batch_rows: int | None = None):
+    """`batches(scored)` for `priority.plan_codeblock`: the kept rows of a segments file,
+    `batch_rows` at a time, each time the file is walked, with their `column` scores (joined
+    from `scores`, anything with `.get(id)`: a dict or a `score_cache.ScoreLookup`) when `scored`."""
+    import pyarrow.parquet as pq
+
+    def batches(scored: bool):
+        pf = pq.ParquetFile(path)
+        row = 0
+        for b in pf.iter_batches(batch_size=batch_rows or SEGMENT_BATCH_ROWS):
+            rows = b.to_pylist()
+            kept = [(row + k, r) for k, r in enumerate(rows) if not r["dropped"]]
+            row += len(rows)
+            segs = [r for _, r in kept]
+            yield segs, (join_scores(segs, scores, str(path), column, [k for k, _ in kept]) if scored else None)
+
+    return batches
+
+
+def join_scores(segments: list[dict], scores, path: str = "segments", column: str = "gce",
+                rows: list[int] | None = None) -> list[np.ndarray]:
     """The per-response-token score array (`column`: gce | ce) of each segmented sample, checking
-    that tokenization matches."""
+    that tokenization matches; errors name `rows[k]` (default k) as the sample's row."""
     from codeblock.core.io import BadRowError
 
     out = []
-    for k, r in enumerate(segments):
+    for j, r in enumerate(segments):
+        k = rows[j] if rows is not None else j
         sc = scores.get(r["id"])
         if sc is None:
             raise BadRowError(path, k, "id", f"sample {r['id']!r} has no score (run `codeblock score`)")

@@ -7,8 +7,8 @@ Any of them may carry ablation settings, `codeblock+rerank=none` (codeblock/sele
 
 from __future__ import annotations
 
-from codeblock.select.labels import join_scores, load_scores, read_segments, write_selection
-from codeblock.select.priority import select_codeblock
+from codeblock.select.labels import segment_batches, write_selection
+from codeblock.select.priority import plan_codeblock
 from codeblock.select.variants import variant_config
 from codeblock.stages import StageContext, StageResult
 
@@ -16,18 +16,22 @@ from codeblock.stages import StageContext, StageResult
 def run_select(cfg, method: str | None = None, scores: dict[str, dict] | None = None) -> dict:
     """Build the sparse labels of `method` (default cfg.select.method) and write them (see module doc).
 
-    `scores` (id -> {"input_ids", "response_start", "response_end", "gce"}) defaults to
-    codeblock.select.score.load_scores(cfg); methods that need no scores never load them."""
+    `scores` (id -> {"input_ids", "response_start", "response_end", "gce"}) defaults to the
+    score cache (codeblock.select.score_cache); methods that need no scores never load them.
+    CodeBlock streams: it walks the segments twice, a batch at a time, and reads the score cache
+    one shard at a time (docs/scale-out.md), so its memory grows with the number of items, not tokens."""
     from codeblock.core.io import sha256_file
     from codeblock.select import baselines
 
     method = method or cfg.select.method
     base, cfg = variant_config(cfg, method)
     if base == "codeblock":
-        segments = read_segments(cfg.paths.segments)
-        scores = load_scores(cfg) if scores is None else scores
-        util = join_scores(segments, scores, cfg.paths.segments, column=cfg.select.utility)
-        sel = select_codeblock(cfg, segments, util)
+        from codeblock.core.io import require_input
+        from codeblock.select.score_cache import ScoreLookup
+
+        require_input(cfg.paths.segments, "segments", "codeblock segment")
+        lookup = ScoreLookup(cfg) if scores is None else scores
+        sel = plan_codeblock(cfg, segment_batches(cfg.paths.segments, lookup, cfg.select.utility))
         sel.inputs = {cfg.paths.segments: sha256_file(cfg.paths.segments)}
     elif base in baselines.METHODS:
         sel = baselines.METHODS[base](cfg, scores)

@@ -29,11 +29,12 @@ The result is a `Selection` (codeblock/select/labels.py), written like every bas
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
 
 import numpy as np
 
-from codeblock.select.labels import Selection, budget_groups, fill_budget, sample_from_row
+from codeblock.select.labels import Sample, Selection, budget_groups, fill_budget, sample_from_row
 
 
 def percentile_rank(u: np.ndarray) -> np.ndarray:
@@ -118,7 +119,8 @@ def code_units(segments: list[dict], granularity: str) -> dict:
 
 
 def item_table(segments: list[dict], gce: list[np.ndarray], aggregate: str, granularity: str = "item") -> dict:
-    """Flat per-unit arrays over the dataset: sample, local item index, size, U, Reach, Bridge."""
+    """Flat per-unit arrays over `segments`: sample, local item index, size, U, Reach, Bridge (the
+    units' token lists are rebuilt in the labelling pass, not kept)."""
     u = code_units(segments, granularity)
     n_items = np.fromiter((len(r["item_tokens"]) for r in segments), dtype=np.int64, count=len(segments))
     local_of_item = np.arange(int(n_items.sum())) - np.repeat(np.cumsum(n_items) - n_items, n_items)
@@ -128,61 +130,102 @@ def item_table(segments: list[dict], gce: list[np.ndarray], aggregate: str, gran
     bridge = np.fromiter(chain.from_iterable(r["item_bridge"] for r in segments), dtype=np.float64,
                          count=int(n_items.sum()))
     size = np.fromiter((len(t) for t in u["tokens"]), dtype=np.int64, count=len(u["tokens"]))
-    return {"sample": u["sample"], "local": local_of_item[u["item"]], "size": size, "tokens": u["tokens"],
+    return {"sample": u["sample"], "local": local_of_item[u["item"]], "size": size,
             "U": _pooled(vals, n_core, aggregate), "reach": reach[u["item"]], "bridge": bridge[u["item"]]}
 
 
-def prose_table(segments: list[dict], scores: list[np.ndarray], power: float) -> dict:
-    """Flat per-word arrays: sample, tokens, size, text, informativeness (module docstring).
+def _words_of(r: dict) -> list:
+    """A row's prose words as token lists (rows written before words: one word per prose token)."""
+    words = r.get("prose_words")
+    return [[k] for k in r["prose_tokens"]] if words is None else words
 
-    Rows without `prose_words` (segments written before words) count each prose token as a word."""
-    tokens, text, keys, owner = [], [], [], []
+
+def prose_table(segments: list[dict], scores: list[np.ndarray]) -> dict:
+    """Flat per-word arrays over `segments`: sample, size, mean score (NaN: none), sentence key and
+    whether it is known (rows written before sentence keys). Informativeness needs the recurrence over the whole dataset: `informativeness`."""
+    tokens, keys, owner = [], [], []
     for i, r in enumerate(segments):
-        words = r.get("prose_words")
-        if words is None:
-            words = [[k] for k in r["prose_tokens"]]
+        words = _words_of(r)
         tokens.extend(words)
-        text.extend(r.get("prose_word_text") or [""] * len(words))
         keys.extend(r.get("prose_word_sentence") or [None] * len(words))
         owner.extend([i] * len(words))
     sample = np.asarray(owner, dtype=np.int64)
     vals, size = _gather(scores, sample, tokens)
-    score = _pooled(vals, size, "mean")
-    known = np.array([k is not None for k in keys], dtype=bool)
-    recur = np.ones(len(tokens))
+    known = np.fromiter((k is not None for k in keys), dtype=bool, count=len(keys))
+    key = np.fromiter((0 if k is None else k for k in keys), dtype=np.int64, count=len(keys))
+    return {"sample": sample, "size": size, "mean": _pooled(vals, size, "mean"), "key": key, "known": known}
+
+
+def informativeness(words: dict, power: float) -> tuple[np.ndarray, np.ndarray]:
+    """(I(w) = mean score / n(w) ** power, -inf without a score; n(w)) for every word of the
+    dataset, n(w) = samples whose prose holds w's sentence (1 when the sentence is unknown)."""
+    key, sample, known = words["key"], words["sample"], words["known"]
+    recur = np.ones(len(key))
     if known.any() and power:
-        key = np.array([k for k in keys if k is not None], dtype=np.int64)
-        pairs = np.unique(np.stack([key, sample[known]], axis=1), axis=0)  # (sentence, sample) once each
+        pairs = np.unique(np.stack([key[known], sample[known]], axis=1), axis=0)  # (sentence, sample) once each
         ukey, n_samples = np.unique(pairs[:, 0], return_counts=True)
-        recur[known] = n_samples[np.searchsorted(ukey, key)]
-    score = np.where(np.isfinite(score), score / recur ** power, -np.inf)
-    return {"sample": sample, "tokens": tokens, "size": size, "text": text, "score": score, "recur": recur}
+        recur[known] = n_samples[np.searchsorted(ukey, key[known])]
+    score = words["mean"]
+    return np.where(np.isfinite(score), score / recur ** power, -np.inf), recur
 
 
 def _by_priority(idx: np.ndarray, prio: np.ndarray) -> np.ndarray:
     return idx[np.lexsort((idx, -prio[idx]))]
 
 
+def _concat(parts: list[dict], offsets: list[int]) -> dict:
+    """One table from per-batch tables, their `sample` shifted by each batch's first sample."""
+    if len(parts) == 1:
+        return parts[0]
+    out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    out["sample"] = np.concatenate([p["sample"] + off for p, off in zip(parts, offsets)])
+    return out
+
+
 def select_codeblock(cfg, segments: list[dict], gce: list[np.ndarray]) -> Selection:
+    """The selection of in-memory rows (tests, small pools); `plan_codeblock` streams."""
+    sel = plan_codeblock(cfg, lambda scored: [(segments, gce if scored else None)])
+    sel.samples = list(sel.samples)
+    return sel
+
+
+def plan_codeblock(cfg, batches: Callable[[bool], Iterable[tuple[list[dict], list[np.ndarray] | None]]]) -> Selection:
+    """CodeBlock's selection over the rows `batches(scored)` yields, batch by batch, in a fixed order
+    (with their per-token scores when `scored`). Two passes: the first keeps only per-unit and
+    per-word numbers, the budget is spent over the whole dataset, and the second rebuilds the
+    chosen units' tokens. The returned Selection's `samples` is that second pass, a one-shot
+    iterator; `words` and the prose word counts in `extra` are complete once it is exhausted."""
     sc = cfg.select
-    items = item_table(segments, gce, cfg.score.aggregate, sc.granularity)
+    unit_parts, word_parts, offsets, n_resp, ids = [], [], [], [], []
+    n_items_total = 0
+    for segs, scores in batches(True):
+        offsets.append(len(ids))
+        unit_parts.append(item_table(segs, scores, cfg.score.aggregate, sc.granularity))
+        word_parts.append(prose_table(segs, scores))
+        n_resp.extend(r["response_end"] - r["response_start"] for r in segs)
+        ids.extend(r["id"] for r in segs)
+        n_items_total += sum(len(r["item_tokens"]) for r in segs)
+    n = len(ids)
+    if not n:
+        offsets, unit_parts, word_parts = [0], [item_table([], [], "mean")], [prose_table([], [])]
+    items, words = _concat(unit_parts, offsets), _concat(word_parts, offsets)
+    del unit_parts, word_parts
     u_pct = percentile_rank(items["U"])
     alpha = sc.alpha if sc.rerank in ("reach", "both") else 0.0
     beta = sc.beta if sc.rerank in ("bridge", "both") else 0.0
     prio = gated_priority(u_pct, items["reach"], items["bridge"], alpha, beta, sc.tau)
-    words = prose_table(segments, gce, sc.prose_recurrence_power)
-    n_resp = np.array([r["response_end"] - r["response_start"] for r in segments], dtype=np.int64)
+    w_score, w_recur = informativeness(words, sc.prose_recurrence_power)
+    n_resp_arr = np.asarray(n_resp, dtype=np.int64)
 
-    n = len(segments)
     item_groups = budget_groups(sc.scope, n, items["sample"])
     prose_groups = budget_groups(sc.scope, n, words["sample"])
-    group_tokens = [float(n_resp.sum())] if sc.scope == "global" else n_resp.astype(float).tolist()
+    group_tokens = [float(n_resp_arr.sum())] if sc.scope == "global" else n_resp_arr.astype(float).tolist()
     chosen_items: list[int] = []
     chosen_words: list[int] = []
     for ig, pg, tokens in zip(item_groups, prose_groups, group_tokens):
         budget = sc.budget * tokens
-        pg = pg[np.isfinite(words["score"][pg])]
-        got_w, taken = fill_budget(_by_priority(pg, words["score"]), words["size"], sc.nl_share * budget)
+        pg = pg[np.isfinite(w_score[pg])]
+        got_w, taken = fill_budget(_by_priority(pg, w_score), words["size"], sc.nl_share * budget)
         chosen_words.extend(got_w)
         cand = ig[prio[ig] > 0]
         got, _ = fill_budget(_by_priority(cand, prio), items["size"], budget - taken)
@@ -190,50 +233,63 @@ def select_codeblock(cfg, segments: list[dict], gce: list[np.ndarray]) -> Select
 
     selected = np.zeros(len(items["size"]), dtype=bool)
     selected[chosen_items] = True
-    per_code: list[list[int]] = [[] for _ in range(n)]
-    per_item: list[set] = [set() for _ in range(n)]
-    for k in chosen_items:
-        si = items["sample"][k]
-        per_code[si].extend(items["tokens"][k])
-        per_item[si].add(int(items["local"][k]))
-    per_prose: list[list[int]] = [[] for _ in range(n)]
-    counts: dict[str, int] = {}
-    for k in chosen_words:
-        per_prose[words["sample"][k]].extend(words["tokens"][k])
-        counts[words["text"][k]] = counts.get(words["text"][k], 0) + 1
-
-    samples = []
-    for i, r in enumerate(segments):
-        s = sample_from_row(r)
-        code, prose = np.unique(np.asarray(per_code[i], np.int64)), np.unique(np.asarray(per_prose[i], np.int64))
-        s.selected = np.union1d(code, prose)
-        s.n_code, s.n_prose, s.n_items = len(code), len(s.selected) - len(code), len(per_item[i])
-        samples.append(s)
-
+    word_chosen = np.zeros(len(words["size"]), dtype=bool)
+    word_chosen[chosen_words] = True
     extra = {
-        "items_total": int(sum(len(r["item_tokens"]) for r in segments)),
+        "items_total": n_items_total,
         "units_total": len(items["size"]),
         "items_with_utility": int(np.isfinite(items["U"]).sum()),
         "items_above_tau": int((prio > 0).sum()),
         "prose_words_eligible": len(words["size"]),
         "prose_words_selected": len(chosen_words),
-        "prose_words_distinct": len(counts),
+        "prose_words_distinct": 0,  # counted in the labelling pass
         "prose_tokens_eligible": int(words["size"].sum()),
-        "prose_selected_mean_recurrence": float(words["recur"][chosen_words].mean()) if chosen_words else 0.0,
+        "prose_selected_mean_recurrence": float(w_recur[chosen_words].mean()) if chosen_words else 0.0,
         "mean_reach_selected": float(items["reach"][selected].mean()) if selected.any() else 0.0,
         "mean_bridge_selected": float(items["bridge"][selected].mean()) if selected.any() else 0.0,
     }
-    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    return Selection("codeblock", samples, extra=extra, items=_items_table(segments, items, u_pct, prio, selected)
-                     if sc.granularity == "item" else None, words=top)
+    table = _items_table(ids, items, u_pct, prio, selected) if sc.granularity == "item" else None
+    sel = Selection("codeblock", [], extra=extra, items=table)
+    unit_start = np.searchsorted(items["sample"], np.arange(n + 1))  # units and words are in sample order
+    word_start = np.searchsorted(words["sample"], np.arange(n + 1))
+    del items, words, prio, u_pct, w_score
+    sel.samples = _label_pass(sel, batches, sc.granularity, selected, word_chosen, unit_start, word_start)
+    return sel
 
 
-def _items_table(segments, items, u_pct, prio, selected):
+def _label_pass(sel: Selection, batches, granularity: str, selected: np.ndarray, word_chosen: np.ndarray,
+                unit_start: np.ndarray, word_start: np.ndarray) -> Iterator[Sample]:
+    """Second pass: each row's Sample, from the chosen units and words of the first."""
+    counts: dict[str, int] = {}
+    i = 0
+    for segs, _ in batches(False):
+        units = code_units(segs, granularity)
+        u0 = unit_start[i]
+        for b, r in enumerate(segs):
+            s = sample_from_row(r)
+            a, z = unit_start[i + b] - u0, unit_start[i + b + 1] - u0
+            picked = np.flatnonzero(selected[u0 + a:u0 + z]) + a
+            code = np.unique(np.fromiter(chain.from_iterable(units["tokens"][k] for k in picked), np.int64))
+            words = _words_of(r)
+            w_on = np.flatnonzero(word_chosen[word_start[i + b]:word_start[i + b + 1]])
+            texts = r.get("prose_word_text") or [""] * len(words)
+            for k in w_on:
+                counts[texts[k]] = counts.get(texts[k], 0) + 1
+            prose = np.unique(np.fromiter(chain.from_iterable(words[k] for k in w_on), np.int64))
+            s.selected = np.union1d(code, prose)
+            s.n_code, s.n_prose = len(code), len(s.selected) - len(code)
+            s.n_items = len({int(units["item"][k]) for k in picked})
+            yield s
+        i += len(segs)
+    sel.words = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    sel.extra["prose_words_distinct"] = len(counts)
+
+
+def _items_table(ids: list[str], items, u_pct, prio, selected):
     import pyarrow as pa
 
-    ids = [segments[i]["id"] for i in items["sample"].tolist()]
     return pa.table({
-        "id": pa.array(ids, pa.string()),
+        "id": pa.array([ids[i] for i in items["sample"].tolist()], pa.string()),
         "item": pa.array(items["local"], pa.int32()),
         "n_tokens": pa.array(items["size"], pa.int32()),
         "U": pa.array(items["U"], pa.float32()),

@@ -134,27 +134,62 @@ def mean_gce(folder: Path, n_shards: int) -> float:
     return total / count if count else 0.0
 
 
-def load_scores(cfg) -> dict[str, dict]:
-    """id -> {"input_ids": np.int32 array, "response_start": int, "response_end": int,
-    "gce", "ce": np.float32 arrays (one per token in [response_start, response_end))}, from the cache
-    of the configured scoring identity (run `codeblock score` first)."""
-    import pyarrow.parquet as pq
-
+def _index_files(cfg) -> list[Path]:
     folder = scores_dir(cfg)
     index = folder / "index.json"
     if not index.exists():
         raise FileNotFoundError(f"{folder}: no scores for this model/mode (run `codeblock score`)")
+    return [folder / name for name in json.loads(index.read_text())["shards"]]
+
+
+def _read_shard(path: Path) -> list[tuple[str, dict]]:
+    """(id, score row) of one shard, in its order (the row layout of `load_scores`)."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(path, columns=["id", "input_ids", "response_start", "response_end", "gce", "ce"])
+    ids = t.column("id").to_pylist()
+    inp = t.column("input_ids").to_pylist()
+    rs = t.column("response_start").to_pylist()
+    re_ = t.column("response_end").to_pylist()
+    gce = t.column("gce").to_pylist()
+    ce = t.column("ce").to_pylist()
+    return [(id_, {"input_ids": np.asarray(inp[i], dtype=np.int32), "response_start": int(rs[i]),
+                   "response_end": int(re_[i]), "gce": np.asarray(gce[i], dtype=np.float32),
+                   "ce": np.asarray(ce[i], dtype=np.float32)}) for i, id_ in enumerate(ids)]
+
+
+def load_scores(cfg) -> dict[str, dict]:
+    """id -> {"input_ids": np.int32 array, "response_start": int, "response_end": int,
+    "gce", "ce": np.float32 arrays (one per token in [response_start, response_end))}, from the cache
+    of the configured scoring identity (run `codeblock score` first)."""
     out: dict[str, dict] = {}
-    for name in json.loads(index.read_text())["shards"]:
-        t = pq.read_table(folder / name, columns=["id", "input_ids", "response_start", "response_end", "gce", "ce"])
-        ids = t.column("id").to_pylist()
-        inp = t.column("input_ids").to_pylist()
-        rs = t.column("response_start").to_pylist()
-        re_ = t.column("response_end").to_pylist()
-        gce = t.column("gce").to_pylist()
-        ce = t.column("ce").to_pylist()
-        for i, id_ in enumerate(ids):
-            out[id_] = {"input_ids": np.asarray(inp[i], dtype=np.int32), "response_start": int(rs[i]),
-                        "response_end": int(re_[i]), "gce": np.asarray(gce[i], dtype=np.float32),
-                        "ce": np.asarray(ce[i], dtype=np.float32)}
+    for path in _index_files(cfg):
+        out.update(_read_shard(path))
     return out
+
+
+class ScoreLookup:
+    """`load_scores(cfg)`'s rows by id (`.get`), read from the cache one shard at a time: only the
+    ids are held for the whole cache, so a reader that walks the pool in order (select, which
+    reads segments in the filtered pool's order, as the shards are) reads each shard once."""
+
+    def __init__(self, cfg):
+        import pyarrow.parquet as pq
+
+        self._files = _index_files(cfg)
+        self._where: dict[str, tuple[int, int]] = {}
+        for k, path in enumerate(self._files):
+            for i, id_ in enumerate(pq.read_table(path, columns=["id"]).column("id").to_pylist()):
+                self._where[id_] = (k, i)
+        self._shard, self._rows = -1, []
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def get(self, id_: str, default=None):
+        loc = self._where.get(id_)
+        if loc is None:
+            return default
+        if loc[0] != self._shard:
+            self._shard, self._rows = loc[0], _read_shard(self._files[loc[0]])
+        return self._rows[loc[1]][1]
