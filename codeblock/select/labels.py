@@ -233,21 +233,26 @@ def load_scores(cfg) -> dict[str, dict]:
     return _load(cfg)
 
 
-def segment_batches(path: str | Path, scores, column: str = "gce", batch_rows: int | None = None):
+def segment_batches(path: str | Path, scores, column: str = "gce", batch_rows: int | None = None,
+                    progress: bool = True):
     """`batches(scored)` for `priority.plan_codeblock`: the kept rows of a segments file,
     `batch_rows` at a time, each time the file is walked, with their `column` scores (joined
     from `scores`, anything with `.get(id)`: a dict or a `score_cache.ScoreLookup`) when `scored`."""
     import pyarrow.parquet as pq
+    from tqdm import tqdm
 
     def batches(scored: bool):
         pf = pq.ParquetFile(path)
         row = 0
-        for b in pf.iter_batches(batch_size=batch_rows or SEGMENT_BATCH_ROWS):
-            rows = b.to_pylist()
-            kept = [(row + k, r) for k, r in enumerate(rows) if not r["dropped"]]
-            row += len(rows)
-            segs = [r for _, r in kept]
-            yield segs, (join_scores(segs, scores, str(path), column, [k for k, _ in kept]) if scored else None)
+        with tqdm(total=pf.metadata.num_rows, desc="select: priorities" if scored else "select: labels",
+                  unit="row", disable=not progress) as bar:
+            for b in pf.iter_batches(batch_size=batch_rows or SEGMENT_BATCH_ROWS):
+                rows = b.to_pylist()
+                kept = [(row + k, r) for k, r in enumerate(rows) if not r["dropped"]]
+                row += len(rows)
+                segs = [r for _, r in kept]
+                yield segs, (join_scores(segs, scores, str(path), column, [k for k, _ in kept]) if scored else None)
+                bar.update(len(rows))
 
     return batches
 
