@@ -21,7 +21,7 @@ interpreter, bigcodebench's version and our evaluation code).
 Needs the official files in the folder named by CODEBLOCK_OFFICIAL_DATA (BigCodeBench-v0.1.4.jsonl.gz,
 BigCodeBench-Hard-v0.1.4.jsonl.gz; CI sets it) and bigcodebench; skipped otherwise. The CI subset has no
 task that needs loopback networking; the slow run has them all (BigCodeBench/1040 and bigcodebench's
-shared network namespace: docs/evaluation.md).
+shared network namespace and /tmp: docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -265,9 +265,10 @@ def check_conformance(tasks: dict[str, list[str] | None], tmp_path: Path, limit_
     diff = {k: (labels[k], theirs[k], ours[k]) for k in theirs if theirs[k] != ours[k]}
     if diff:
         # both harnesses enforce wall-clock limits, so a loaded host can flip a verdict on either
-        # side; and bigcodebench's pool runs programs side by side in one network namespace, so
-        # two servers on a task's fixed port (BigCodeBench/1040) fail each other, where our
-        # sandbox gives each program its own. A real disagreement must survive one re-run of both
+        # side; and bigcodebench's pool runs programs side by side in one network namespace and
+        # one /tmp, so two servers on a task's fixed port (BigCodeBench/1040), or two test suites
+        # on one fixed file (/30), fail each other, where our sandbox gives each program its own
+        # of both. A real disagreement must survive one re-run of both
         # sides, bigcodebench's one program at a time (docs/evaluation.md)
         print(f"re-running {len(diff)} differing samples: {diff}")
         rerun = tmp_path / "rerun"
