@@ -40,6 +40,7 @@ import pytest
 from official_data import official_problems
 
 from codeblock.core.config import load_config
+from codeblock.core.io import atomic_write_text
 from codeblock.evaluate import registry as R
 from codeblock.evaluate.executor import Executor, Limits
 
@@ -212,16 +213,9 @@ def cached(side: str, problems: dict[str, object], samples: list[dict], limit_s:
     if todo:
         got = compute([smp for smp in samples if smp["task_id"] in todo])
         for tid, f in todo.items():
-            f.parent.mkdir(parents=True, exist_ok=True)
-            tmp = f.with_suffix(".tmp")
-            tmp.write_text(json.dumps({smp["key"]: got[smp["key"]] for smp in by_task[tid]}))
-            tmp.replace(f)
+            atomic_write_text(f, json.dumps({smp["key"]: got[smp["key"]] for smp in by_task[tid]}))
         out |= got
     return out
-
-
-def _oracle_for(samples, files, limit_s, gt_s, tmp_path):
-    return oracle_verdicts(samples, files, limit_s, gt_s, tmp_path)
 
 
 def _ours_for(samples, cfg, problems, items, limit_s, gt_s):
@@ -252,7 +246,7 @@ def check_conformance(tasks: dict[str, list[str] | None], tmp_path: Path, limit_
         work = tmp_path / f"chunk{c}"
         work.mkdir()
         theirs |= cached("bigcodebench", by_id, chunk, limit_s, gt_s,
-                         partial(_oracle_for, files=files, limit_s=limit_s, gt_s=gt_s, tmp_path=work))
+                         partial(oracle_verdicts, files=files, limit_s=limit_s, gt_s=gt_s, tmp_path=work))
         ours |= cached("codeblock", by_id, chunk, limit_s, gt_s,
                        partial(_ours_for, cfg=cfg, problems=problems, items=chunk_items, limit_s=limit_s, gt_s=gt_s))
         labels |= {f"{p.task_id}#{j}": label for p, j, _, label in chunk_items}
@@ -274,7 +268,7 @@ def check_conformance(tasks: dict[str, list[str] | None], tmp_path: Path, limit_
         rerun = tmp_path / "rerun"
         rerun.mkdir()
         theirs2 = oracle_verdicts([s for s in samples if s["key"] in diff], files, limit_s, gt_s, rerun, workers=1)
-        ours2 = our_verdicts(cfg, problems, [it for it in items if f"{it[0].task_id}#{it[1]}" in diff], limit_s, gt_s)
+        ours2 = _ours_for([s for s in samples if s["key"] in diff], cfg, problems, items, limit_s, gt_s)
         diff = {k: (labels[k], theirs2[k], ours2[k]) for k in diff if theirs2[k] != ours2[k]}
     assert not diff, f"{len(diff)}/{len(labels)} verdicts differ (label, bigcodebench, ours): {diff}"
     seen: dict[str, int] = {}
