@@ -82,6 +82,20 @@ def test_isolation_facts(ex):
     assert v.passed, v.detail
 
 
+def test_python_on_path_is_the_sandbox_interpreter(ex):
+    """A program that runs `python` by name gets the interpreter the sandbox runs (bigcodebench's
+    image has its evaluation Python as `python`; BigCodeBench/1101, /1103 and /1104 need it)."""
+    import sys
+
+    prog = ("import subprocess\n"
+            "def where():\n"
+            "    r = subprocess.run(['python', '-c', 'import sys; print(sys.prefix)'], capture_output=True, text=True)\n"
+            "    return r.returncode, r.stdout.strip()\n")
+    test = f"def check(candidate):\n    assert candidate() == (0, {sys.prefix!r}), candidate()\n"
+    (v,) = run(ex, Task("python_on_path", prog, test, "humaneval_check", "where"))
+    assert v.passed, v.detail
+
+
 def test_none_mode_still_gives_verdicts(tmp_path):
     ex = Executor(Limits(timeout_s=2.0), workers=1, isolation="none")
     assert ex.mode == "none"

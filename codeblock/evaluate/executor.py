@@ -90,7 +90,7 @@ from codeblock.evaluate.runtime import runtime_of, user_process_count, world_rea
 from codeblock.evaluate.sandbox.sbx_proctree import kill_tree
 
 RUNNER = Path(__file__).with_name("sandbox") / "sbx_server.py"
-HARNESS_VERSION = "codeblock-sandbox-2"
+HARNESS_VERSION = "codeblock-sandbox-3"
 _SAFE_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
     "LANG": "C.UTF-8",
@@ -213,6 +213,11 @@ class Executor:
         self.sandbox_uid = sandbox_uid
         self.python = python or sys.executable
         self._unshare = shutil.which("unshare") or "unshare"
+        # the interpreter's own folder first: a program that runs `python` (or a console script of
+        # the evaluation venv) through PATH gets that interpreter, as in bigcodebench's and
+        # evalplus's images, where the evaluation Python is the `python` on PATH (BigCodeBench/1101,
+        # /1103 and /1104 run `python script.py`; docs/evaluation.md)
+        self._path = f"{os.path.dirname(self.python)}:{_SAFE_ENV['PATH']}"
         # as root, programs run as an unprivileged uid; without namespaces only if it can read the runtime
         self.uid_switch = os.geteuid() == 0 and (
             self.mode == "namespaces" or (self.mode == "none" and world_readable_runtime()))
@@ -271,7 +276,7 @@ class Executor:
             "max_report": task.max_report, **task.payload,
             "cpu_s": float(task.cpu_s or timeout), "wall_s": timeout, "memory_mb": memory_mb,
             "fsize_mb": self.limits.fsize_mb, "nproc": self.limits.nproc,
-            "env": {**_SAFE_ENV, **task.env},
+            "env": {**_SAFE_ENV, "PATH": self._path, **task.env},
             "new_ns": self.mode != "none", "uid": self.sandbox_uid + slot if self.uid_switch else None,
             "drop_caps": self.mode == "userns",
             "workdir": None,
