@@ -16,7 +16,9 @@ from the interpreter named by CODEBLOCK_BCB_PYTHON (the evaluation venv; default
 CODEBLOCK_BCB_CONFORMANCE_TASKS=N limits it to a seeded random sample of N tasks per file, and
 CODEBLOCK_BCB_CONFORMANCE_CACHE=DIR keeps each side's verdicts there, chunk by chunk, so a run of
 several hours can be stopped and resumed (a chunk's key covers the samples, the limits, the
-interpreter, bigcodebench's version and our evaluation code).
+interpreter, bigcodebench's version, whether it runs as root, and the side's own code: the oracle
+script for bigcodebench's verdicts, our evaluation code for ours, so a change to our code re-runs
+only our side).
 
 Needs the official files in the folder named by CODEBLOCK_OFFICIAL_DATA (BigCodeBench-v0.1.4.jsonl.gz,
 BigCodeBench-Hard-v0.1.4.jsonl.gz; CI sets it) and bigcodebench; skipped otherwise. The CI subset has no
@@ -115,9 +117,6 @@ import gzip, json, sys
 from concurrent.futures import ProcessPoolExecutor
 import bigcodebench.eval as E
 
-def warm():
-    import matplotlib.pyplot  # noqa: F401 - every check imports it (reliability_guard); import once
-
 def check(args):
     key, code, test, entry, limit, gt = args
     E.TIMEOUT_LIMIT = limit  # the module global untrusted_check reads (240 s by default)
@@ -134,7 +133,9 @@ for s in spec["samples"]:
     p = problems[s["task_id"]]
     code = p["code_prompt"] + "\n    pass\n" + s["solution"]  # evaluate(calibrated=True)
     jobs.append((s["key"], code, p["test"], p["entry_point"], spec["limit"], spec["gt"] or 20))
-with ProcessPoolExecutor(max_workers=spec["workers"], initializer=warm) as pool:
+# as bigcodebench.evaluate's pool: its workers have not imported matplotlib or the programs'
+# libraries, so each check imports them inside its time window
+with ProcessPoolExecutor(max_workers=spec["workers"]) as pool:
     print(json.dumps(dict(pool.map(check, jobs))))
 '''
 
@@ -179,14 +180,20 @@ def our_verdicts(cfg, problems, items, limit_s: float, gt_s: float | None) -> di
 CHUNK_TASKS = 10  # tasks per resumable chunk of the slow run
 
 
-def _code_version() -> str:
-    """Hash of our evaluation code and bigcodebench's version: a cached verdict of either side is
-    reused only while both are unchanged."""
+def _code_version(side: str) -> str:
+    """What a cached verdict of `side` depends on besides its samples: bigcodebench's version, and
+    the oracle script for bigcodebench's side or our evaluation code for ours (so a change to our
+    code recomputes only our side), and whether the run is privileged (run as root, bigcodebench's
+    checker passes tests that expect a permission error)."""
     import importlib.metadata
 
     h = hashlib.sha256(importlib.metadata.version("bigcodebench").encode())
-    for f in sorted((REPO / "codeblock" / "evaluate").rglob("*.py")):
-        h.update(f.read_bytes())
+    h.update(f"root={os.geteuid() == 0}".encode())
+    if side.startswith("bigcodebench"):
+        h.update(ORACLE_SIDE.encode())
+    else:
+        for f in sorted((REPO / "codeblock" / "evaluate").rglob("*.py")):
+            h.update(f.read_bytes())
     return h.hexdigest()
 
 
@@ -201,7 +208,7 @@ def cached(side: str, problems: dict[str, object], samples: list[dict], limit_s:
     by_task: dict[str, list[dict]] = {}
     for smp in samples:
         by_task.setdefault(smp["task_id"], []).append(smp)
-    version = _code_version()
+    version = _code_version(side)
     out: dict[str, str] = {}
     todo: dict[str, Path] = {}
     for tid, ss in by_task.items():

@@ -5,12 +5,19 @@ with the arguments `bigcodebench.evaluate` passes by default:
 - program: the sample's solution (or the task's `complete_prompt` + its completion), "calibrated"
   as `evaluate(calibrated=True)` does: `code_prompt + "\\n    pass\\n" + solution`, so the task's
   own imports precede the answer;
-- check: `unsafe_execute(entry_point, program, test, timeout, 30 GiB, 30 GiB, 10 MiB)`; the
-  process gets `timeout + 1` s of wall clock, as `untrusted_check` joins its child, with
-  `timeout = max(TIMEOUT_LIMIT (240 s), max(min_time_limit (1 s), gt_time)) + 1` where gt_time is
+- check: bigcodebench's `untrusted_check(program, test, entry_point, 30 GiB, 30 GiB, 10 MiB,
+  min_time_limit=1, gt_time)` itself, in the sandbox's pid 1 (its process layout decides races;
+  `sandbox/sbx_bigcodebench.py`): its child's suite alarm is `timeout = max(TIMEOUT_LIMIT (240 s),
+  max(min_time_limit, gt_time)) + 1`, and it joins the child for `timeout + 1` s, where gt_time is
   the ground truth's test time, or 20 s when none is known (evaluate's fallback). The ground
   truth's own run is capped by the same 240 s, so under the defaults every check gets 241 s:
-  scoring needs no ground-truth run (the self-check runs it);
+  scoring needs no ground-truth run (the self-check runs it). The executor's wall clock is a
+  backstop BACKSTOP_S above that;
+- modules: the fork servers import only what `bigcodebench.evaluate`'s worker processes have
+  imported (`bigcodebench.eval`, `bigcodebench.gen.util`), not matplotlib or pandas: upstream's
+  child imports pyplot (reliability_guard) and the program's libraries inside its `timeout + 1`,
+  so that is what the time after the suite alarm leaves (about 0.6 s for pyplot here) and what
+  decides "fail" or "timeout" for a program that trips the alarm;
 - statuses: bigcodebench's "pass" / "fail" / "timeout"; a program that ends without reporting is
   "timeout", as `untrusted_check`'s dead child is;
 - ground truth (self-check): `complete_prompt + "\\n" + canonical_solution` through
@@ -38,8 +45,8 @@ MIN_TIME_LIMIT = 1.0  # evaluate's min_time_limit
 DEFAULT_GT_TIME = 20.0  # evaluate's gt_time_limit when the ground truth has no time
 TASK_LIMIT_S = 240.0  # bigcodebench.eval.utils.TIMEOUT_LIMIT
 CPU_FACTOR = 64  # bigcodebench sets no CPU-time limit; ours only stops a runaway multi-threaded program
-# imported once per fork server (every check imports pyplot in reliability_guard: seconds each)
-PRELOAD = ("bigcodebench.eval", "bigcodebench.gen.util", "matplotlib.pyplot")
+PRELOAD = ("bigcodebench.eval", "bigcodebench.gen.util")  # what evaluate's workers have imported
+BACKSTOP_S = 10.0  # above untrusted_check's join: its manager's start and shutdown, terminate, kill
 
 
 def harness_version() -> str:
@@ -71,7 +78,7 @@ def executor_for(cfg, base: Executor) -> Executor:
                                     "venv with `python -m codeblock.evaluate.bcb_env --dest .venv-bcb`")
         python = str(Path(python).absolute())  # not resolved: a venv's python is a symlink
     return Executor(base.limits, workers=base.workers, isolation=cfg.eval.isolation, sandbox_uid=cfg.eval.sandbox_uid,
-                    python=python, preload=[*cfg.eval.preload, *PRELOAD])
+                    python=python, preload=list(PRELOAD))
 
 
 def _limits(task_limit: float) -> dict[str, Any]:
@@ -81,11 +88,11 @@ def _limits(task_limit: float) -> dict[str, Any]:
 
 def check_task(problem, program: str, key: str, gt_time: float | None = None,
                task_limit: float = TASK_LIMIT_S) -> Task:
-    timeout = check_timeout(gt_time, task_limit)
-    wall = timeout + 1.0
+    wall = check_timeout(gt_time, task_limit) + 1.0 + BACKSTOP_S
     return Task(key, program, problem.test, "bigcodebench", problem.entry_point, libs=list(problem.libs),
                 timeout_s=wall, cpu_s=wall * CPU_FACTOR, memory_mb=MAX_AS_MB,
-                payload={"bigcodebench": {"timeout": timeout, **_limits(task_limit)}})
+                payload={"bigcodebench": {"min_time_limit": MIN_TIME_LIMIT, "gt_time_limit": gt_time or DEFAULT_GT_TIME,
+                                         **_limits(task_limit)}})
 
 
 def ground_truth_task(problem, task_limit: float = TASK_LIMIT_S) -> Task:

@@ -90,7 +90,7 @@ from codeblock.evaluate.runtime import runtime_of, user_process_count, world_rea
 from codeblock.evaluate.sandbox.sbx_proctree import kill_tree
 
 RUNNER = Path(__file__).with_name("sandbox") / "sbx_server.py"
-HARNESS_VERSION = "codeblock-sandbox-3"
+HARNESS_VERSION = "codeblock-sandbox-4"
 _SAFE_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
     "LANG": "C.UTF-8",

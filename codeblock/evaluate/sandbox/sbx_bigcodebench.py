@@ -1,22 +1,22 @@
 """bigcodebench 0.2.5's own checker, run inside the sandbox.
 
 Two job formats (the pipeline side is `codeblock/evaluate/bcb_plan.py`):
-- `bigcodebench`: one candidate program through bigcodebench's `unsafe_execute`, the function
-  `untrusted_check` runs in its child process: `safe_environment` (kill / exec / subprocess
-  interception), a fresh temporary working directory, its `reliability_guard` (address space,
-  data and stack limits in MiB, TZ=UTC, OMP_NUM_THREADS=1, no exit/quit), the program and the
-  tests concatenated into ONE module named `__test__` that also holds `sys`, `os` and `environ`,
-  only the class `TestCases` loaded, the test run under its `time_limit`. The status is derived
-  from the shared state exactly as `untrusted_check` derives it (no report: "timeout"; a test
-  failure or error recorded in `details`: "fail").
+- `bigcodebench`: one candidate program through bigcodebench's `untrusted_check`, called in the
+  sandbox's pid 1 with the arguments `bigcodebench.evaluate` passes. Its child runs
+  `unsafe_execute`: `safe_environment` (kill / exec / subprocess interception), a fresh temporary
+  working directory, its `reliability_guard` (address space, data and stack limits in MiB,
+  TZ=UTC, OMP_NUM_THREADS=1, no exit/quit, matplotlib.pyplot imported), the program and the tests
+  concatenated into ONE module named `__test__` that also holds `sys`, `os` and `environ`, only
+  the class `TestCases` loaded, the test run under its `time_limit`; its status is
+  `untrusted_check`'s (no report within `timeout + 1` s: "timeout"; a failure or error recorded
+  in `details`: "fail"). The executor's own wall-clock limit is only a backstop above that.
 - `bigcodebench_gt`: the canonical program (trusted) through bigcodebench's `trusted_exec`, as
-  `trusted_check` (the ground truth of `bigcodebench.evaluate --check-gt-only`) runs it: the
+  `trusted_check` (the ground truth of `bigcodebench.evaluate --check-gt-only`) runs it, in a
+  child of pid 1 that reports itself (so the exception of a failing ground truth is kept): the
   reported time is the test suite's, or none when a test failed.
 
-The checked process is a child of the sandbox's pid 1 (see `run`; the executor enforces the
-wall-clock limit `untrusted_check` enforces with `join`) and reports itself, so the shared `Value`
-becomes a plain holder and the manager dict a plain dict. Standard library only at import time: bigcodebench is
-imported inside the job, from the interpreter the fork server runs (eval.bigcodebench_python).
+Standard library only at import time: bigcodebench is imported inside the job, from the
+interpreter the fork server runs (eval.bigcodebench_python).
 """
 
 MAX_TRACE = 2000  # characters of each failing test's traceback sent back (the verdict's size is capped)
@@ -46,18 +46,20 @@ def ground_truth(job):
 
 
 def check(job):
+    """bigcodebench's `untrusted_check` itself, in the sandbox's pid 1: its shared `Value` and
+    manager dict, its forked child running `unsafe_execute`, its `join(timeout + 1)`, terminate and
+    kill. The process layout matters, not only the code: every process the program forks (a
+    `multiprocessing.Pool`'s workers) re-connects to each manager proxy it inherits when it starts
+    and when it exits, and that delay decides how often such a pool's shutdown races
+    `safe_environment`'s kill guard into a hang (BigCodeBench/363: a child holding one proxy instead
+    of untrusted_check's two passed 3 of 18 runs; bigcodebench, 0 of 31)."""
     import bigcodebench.eval as E
 
     b = job["bigcodebench"]
-    stat, details = _Shared(E._UNKNOWN), {}
-    try:
-        E.unsafe_execute(job["entry_point"], job["program"], job["test"], b["timeout"], b["max_as_limit"],
-                         b["max_data_limit"], b["max_stack_limit"], stat, details)
-    except BaseException:  # untrusted_check's child would die here; what it had recorded still counts
-        pass
-    status = E._mapping.get(stat.value) or E.TIMEOUT
-    if status == E.PASS and details:
-        status = E.FAIL
+    E.TIMEOUT_LIMIT = b["task_limit"]  # the module global untrusted_check reads (240 s by default)
+    status, details = E.untrusted_check(job["program"], job["test"], job["entry_point"], b["max_as_limit"],
+                                        b["max_data_limit"], b["max_stack_limit"], b["min_time_limit"],
+                                        b["gt_time_limit"])
     shown = {str(k): str(v)[-MAX_TRACE:] for k, v in list(details.items())[:20]}
     data = {"bigcodebench": status, "details": shown}
     if status == E.PASS:
@@ -68,15 +70,17 @@ def check(job):
 
 
 def run(job):
-    """In the sandbox's pid 1: fork the checked process, as `untrusted_check` starts its child, so
-    the program is an ordinary process (one that kills itself dies, as upstream's child does; pid 1
-    would ignore the signal). The child returns and reports; pid 1 waits and leaves no verdict of
-    its own (a child that died unreported is "timeout")."""
+    """In the sandbox's pid 1. A check is `untrusted_check`, which forks the checked process itself.
+    The ground truth forks it here, as `trusted_check` starts its child, so the program is an
+    ordinary process (one that kills itself dies, as upstream's child does; pid 1 would ignore the
+    signal); the child reports, pid 1 waits and leaves no verdict of its own."""
     import os
 
+    if job["format"] == "bigcodebench":
+        return check(job)
     pid = os.fork()
     if pid == 0:
-        return ground_truth(job) if job["format"] == "bigcodebench_gt" else check(job)
+        return ground_truth(job)
     while True:
         try:
             os.waitpid(pid, 0)
