@@ -247,7 +247,9 @@ class EvalConfig:
     generations_cache: bool = f(True, "Reuse cached generations per (model hash, benchmark, decoding config).", volatile=True)
     preload: list[str] = f(
         ["numpy", "pandas"], "Modules the sandbox fork servers import once (forks inherit them): faster "
-        "BigCodeBench/DataFrameBench programs. Missing ones are skipped.",
+        "programs for the benchmarks checked by our own harness. Not BigCodeBench's fork servers: they import "
+        "only what bigcodebench.evaluate's workers have, so each check pays its imports inside its time "
+        "window, as upstream's does. Missing ones are skipped.",
         volatile=True,
     )
     humaneval_plus_path: str = f("", "Official HumanEvalPlus jsonl(.gz) (evalplus schema).")

@@ -48,11 +48,10 @@ def ground_truth(job):
 def check(job):
     """bigcodebench's `untrusted_check` itself, in the sandbox's pid 1: its shared `Value` and
     manager dict, its forked child running `unsafe_execute`, its `join(timeout + 1)`, terminate and
-    kill. The process layout matters, not only the code: every process the program forks (a
-    `multiprocessing.Pool`'s workers) re-connects to each manager proxy it inherits when it starts
-    and when it exits, and that delay decides how often such a pool's shutdown races
-    `safe_environment`'s kill guard into a hang (BigCodeBench/363: a child holding one proxy instead
-    of untrusted_check's two passed 3 of 18 runs; bigcodebench, 0 of 31)."""
+    kill. The processes around the checker count, not only its code: with `unsafe_execute` in a
+    child of ours (a plain dict for `details`, matplotlib imported ahead) BigCodeBench/363's
+    `multiprocessing.Pool` passed 3 of 18 runs; bigcodebench's own check never passed it (0 of 31),
+    and neither does this (0 of 12; docs/evaluation.md)."""
     import bigcodebench.eval as E
 
     b = job["bigcodebench"]
