@@ -428,3 +428,32 @@ def test_sandbox_runs_another_interpreter():
                         Task("no", prog, "def check(c):\n    assert c() == 2\n", "humaneval_check", "f")],
                        progress=False)
     assert (good.status, bad.status, bad.error) == ("passed", "failed", "assertion"), (good, bad)
+
+
+LAYOUT_PROGRAM = ("import multiprocessing\n\ndef task_func():\n    me = multiprocessing.current_process()\n"
+                  "    return me.name != 'MainProcess', multiprocessing.parent_process() is not None\n")
+LAYOUT_TEST = ("import unittest\n\nclass TestCases(unittest.TestCase):\n    def test_layout(self):\n"
+               "        self.assertEqual(task_func(), (True, True))\n")
+
+
+def test_checked_program_runs_where_untrusted_check_puts_it(tmp_path):
+    """The checked program is the child `untrusted_check` starts with `multiprocessing.Process`,
+    as in bigcodebench's own check (asked of bigcodebench here too), not a process of ours that
+    only runs `unsafe_execute`: the processes around the checker decide how a program's own
+    `multiprocessing.Pool` races bigcodebench's kill guard (BigCodeBench/363, docs/evaluation.md).
+    A raw fork of the sandbox's pid 1, the layout before harness codeblock-sandbox-4, fails it."""
+    from types import SimpleNamespace
+
+    from codeblock.evaluate import bcb_plan as B
+
+    oracle = ("import bigcodebench.eval as E\nE.TIMEOUT_LIMIT = 20\n"
+              f"print(E.untrusted_check({LAYOUT_PROGRAM!r}, {LAYOUT_TEST!r}, 'task_func', 30 * 1024, 30 * 1024, 10, 1, 20)[0])")
+    out = tmp_path / "oracle.out"
+    with open(out, "w") as fo:
+        subprocess.run([oracle_python(), "-c", oracle], stdout=fo, stderr=subprocess.STDOUT, cwd=tmp_path, timeout=300,
+                       env={**os.environ, "MPLBACKEND": "Agg", "HOME": str(tmp_path)})
+    assert out.read_text().strip().splitlines()[-1] == "pass", out.read_text()[-2000:]
+    problem = SimpleNamespace(task_id="layout", test=LAYOUT_TEST, entry_point="task_func", libs=[])
+    ex = Executor(Limits(), workers=1, python=oracle_python(), preload=list(B.PRELOAD))
+    rec, = B.score(ex, [problem], [(problem, 0, LAYOUT_PROGRAM)], progress=False, task_limit=20.0)
+    assert rec["status"] == "pass", rec
