@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 from codeblock.evaluate import registry as R
@@ -19,3 +21,8 @@ def official_problems(cfg, tasks: dict[str, list[str] | None], files: dict[str, 
             assert len(ps) == len(ids)
         problems += ps
     return problems
+
+
+def oracle_python() -> str:
+    """The interpreter bigcodebench's side runs on: CODEBLOCK_BCB_PYTHON (the eval venv), else this one."""
+    return os.environ.get("CODEBLOCK_BCB_PYTHON") or sys.executable
